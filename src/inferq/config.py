@@ -1,0 +1,99 @@
+"""Settings: the only place that reads the environment."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PRIORITIES = ("high", "normal", "low")
+EMBEDDED_REDIS_URL_FILE = "redis.url"
+
+
+class Settings(BaseSettings):
+    """Every tunable of inferq, read from `INFERQ_*` variables and an optional `.env`."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERQ_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".inferq")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_url: str | None = None
+    api_key: SecretStr | None = None
+    bootstrap_key: SecretStr | None = None
+
+    redis_url: str | None = None
+    broker_url: str | None = None
+    database_url: str | None = None
+    models_file: Path | None = None
+
+    # Limits on what a request may ask for.
+    max_body_bytes: int = 1_048_576
+    max_prompt_chars: int = 200_000
+    max_messages: int = 256
+    max_message_chars: int = 100_000
+    max_tokens_limit: int = 4096
+    max_stop_sequences: int = 4
+    max_metadata_keys: int = 16
+    max_metadata_value_chars: int = 512
+
+    # Jobs and their hot data.
+    result_ttl_seconds: int = 3600
+    job_timeout_seconds: int = 600
+    max_attempts: int = 3
+    sse_ping_seconds: float = 15.0
+
+    # Workers.
+    io_concurrency: int = 256
+    local_concurrency: int = 1
+    heartbeat_seconds: float = 1.0
+    worker_ttl_seconds: float = 6.0
+    reaper_interval_seconds: float = 2.0
+
+    # `inferq serve`.
+    serve_io_workers: int = 1
+    serve_local_workers: int = 1
+
+    log_level: str = "INFO"
+
+    @cached_property
+    def resolved_redis_url(self) -> str:
+        """The configured Redis, else the one `inferq serve` embedded under the data dir."""
+        if self.redis_url:
+            return self.redis_url
+        url_file = self.data_dir / EMBEDDED_REDIS_URL_FILE
+        if url_file.exists():
+            return url_file.read_text().strip()
+        return "redis://127.0.0.1:6379/0"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or self.resolved_redis_url
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'inferq.db').resolve()}"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """Longer than any job may run, so the broker never redelivers a live job."""
+        return self.job_timeout_seconds + 300
+
+    def broker_is_redis(self) -> bool:
+        return self.resolved_broker_url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides (tests, CLI flags)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+__all__ = ["EMBEDDED_REDIS_URL_FILE", "PRIORITIES", "Field", "Settings", "get_settings"]

@@ -1,0 +1,170 @@
+"""inferq's errors, and their mapping to RFC 9457 problem details.
+
+    InferqError
+    ├── InvalidRequest          422  the body is well-formed but not acceptable
+    │   ├── UnknownModel        422
+    │   └── MalformedBody       400  not JSON, or not an object
+    ├── PayloadTooLarge         413
+    ├── UnsupportedMediaType    415
+    ├── Unauthorized            401
+    ├── NotFound                404
+    │   └── JobNotFound         404
+    ├── Conflict                409
+    ├── ServiceUnavailable      503
+    │   ├── QueueUnavailable    503  the broker cannot take the job
+    │   └── StoreUnavailable    503  the database or Redis is unreachable
+    └── ProviderError                a provider call failed (recorded on the job, not an HTTP answer)
+        ├── ProviderTimeout          retryable
+        ├── ProviderRateLimited      retryable, may carry retry_after
+        ├── ProviderUnavailable      retryable: connection errors, 5xx
+        └── ProviderRejected         not retryable: the provider refused the request (4xx)
+
+Routes raise these; `problem_response` turns any of them into `application/problem+json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://inferq.dev/problems/"
+
+
+class InferqError(Exception):
+    """Base of every error inferq raises on purpose."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 body for this error."""
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class InvalidRequest(InferqError):
+    status = 422
+    slug = "invalid-request"
+    title = "The request is not valid"
+
+
+class UnknownModel(InvalidRequest):
+    slug = "unknown-model"
+    title = "Unknown model"
+
+
+class MalformedBody(InvalidRequest):
+    status = 400
+    slug = "malformed-body"
+    title = "The body is not a JSON object"
+
+
+class PayloadTooLarge(InferqError):
+    status = 413
+    slug = "payload-too-large"
+    title = "The body is too large"
+
+
+class UnsupportedMediaType(InferqError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class Unauthorized(InferqError):
+    status = 401
+    slug = "unauthorized"
+    title = "Missing or invalid API key"
+
+
+class NotFound(InferqError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class JobNotFound(NotFound):
+    slug = "job-not-found"
+    title = "Job not found"
+
+
+class MethodNotAllowed(InferqError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class Conflict(InferqError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class ServiceUnavailable(InferqError):
+    status = 503
+    slug = "service-unavailable"
+    title = "Service unavailable"
+
+
+class QueueUnavailable(ServiceUnavailable):
+    slug = "queue-unavailable"
+    title = "The job queue is unavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    slug = "store-unavailable"
+    title = "The job store is unavailable"
+
+
+class ProviderError(InferqError):
+    """A provider call failed; `retryable` says whether trying again may help."""
+
+    status = 502
+    slug = "provider-error"
+    title = "The model provider failed"
+    retryable: ClassVar[bool] = False
+    kind: ClassVar[str] = "provider_error"
+
+
+class ProviderTimeout(ProviderError):
+    slug = "provider-timeout"
+    title = "The model provider timed out"
+    retryable = True
+    kind = "timeout"
+
+
+class ProviderRateLimited(ProviderError):
+    slug = "provider-rate-limited"
+    title = "The model provider is rate limiting"
+    retryable = True
+    kind = "rate_limited"
+
+    def __init__(self, detail: str = "", retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    slug = "provider-unavailable"
+    title = "The model provider is unavailable"
+    retryable = True
+    kind = "unavailable"
+
+
+class ProviderRejected(ProviderError):
+    slug = "provider-rejected"
+    title = "The model provider rejected the request"
+    kind = "rejected"
