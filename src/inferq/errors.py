@@ -13,7 +13,7 @@
     ├── ServiceUnavailable      503
     │   ├── QueueUnavailable    503  the broker cannot take the job
     │   └── StoreUnavailable    503  the database or Redis is unreachable
-    └── ProviderError                a provider call failed (recorded on the job, not an HTTP answer)
+    └── ProviderError                a provider call failed (recorded on the job)
         ├── ProviderTimeout          retryable
         ├── ProviderRateLimited      retryable, may carry retry_after
         ├── ProviderUnavailable      retryable: connection errors, 5xx

@@ -1,0 +1,3 @@
+"""inferq: an asynchronous LLM inference service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,11 @@
+"""HTTP routes, one module per resource; `router` wires them."""
+
+from fastapi import APIRouter
+
+from inferq.api import events, health, jobs, models
+
+router = APIRouter()
+router.include_router(health.router)
+router.include_router(models.router)
+router.include_router(jobs.router)
+router.include_router(events.router)

@@ -1,0 +1,99 @@
+"""Submit, poll, list and cancel jobs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from inferq import redis_keys
+from inferq.api.deps import CurrentKey, ServicesDep, require_json
+from inferq.errors import Conflict, InvalidRequest, JobNotFound, QueueUnavailable
+from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
+from inferq.jobs.store import decode_cursor
+from inferq.jobs.validation import check_limits
+from inferq.queue import enqueue
+from inferq.streams import append_terminal
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+async def _job_or_404(services: ServicesDep, key_id: str, job_id: str) -> Job:
+    job = await services.jobs.get(key_id, job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    return job
+
+
+@router.post(
+    "",
+    status_code=202,
+    dependencies=[Depends(require_json)],
+    responses={202: {"description": "Accepted; `Location` names the job."}},
+)
+async def create_job(
+    body: JobCreate, key_id: CurrentKey, services: ServicesDep, response: Response
+) -> Job:
+    """Validate, store and enqueue a job; answers at once with the queued job."""
+    spec = services.registry.get(body.model)
+    check_limits(body, services.settings, spec.max_tokens)
+    job = await services.jobs.create(key_id, body)
+    try:
+        await run_in_threadpool(enqueue, services.celery, job.id, spec.pool, body.priority)
+    except Exception as exc:
+        log.warning("enqueue of %s failed: %s", job.id, exc)
+        await services.jobs.fail_unqueued(job.id, f"the broker refused the job: {exc}")
+        raise QueueUnavailable("the job queue is unreachable; try again later") from exc
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.get("")
+async def list_jobs(
+    key_id: CurrentKey,
+    services: ServicesDep,
+    status: JobStatus | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobPage:
+    """The caller's jobs, newest first."""
+    position = None
+    if cursor:
+        try:
+            position = decode_cursor(cursor)
+        except ValueError as exc:
+            raise InvalidRequest("`cursor` is not a cursor this service issued") from exc
+    page, next_cursor = await services.jobs.list(key_id, status, position, limit)
+    return JobPage(data=list(page), next_cursor=next_cursor)
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, key_id: CurrentKey, services: ServicesDep) -> Job:
+    """The job's status and, once it has finished, its output, usage or error."""
+    return await _job_or_404(services, key_id, job_id)
+
+
+@router.delete("/{job_id}", responses={202: {"description": "Cancellation requested"}})
+async def cancel_job(
+    job_id: str, key_id: CurrentKey, services: ServicesDep, response: Response
+) -> Job:
+    """Cancel: a queued job never runs; a running one stops and keeps its partial output."""
+    job = await _job_or_404(services, key_id, job_id)
+    ttl = services.settings.result_ttl_seconds
+    if job.status == "queued" and await services.jobs.cancel_queued(key_id, job_id):
+        job = await _job_or_404(services, key_id, job_id)
+        await append_terminal(services.redis, job, ttl)
+        return job
+    if job.status in ("queued", "running") and await services.jobs.request_cancel(key_id, job_id):
+        await services.redis.set(
+            redis_keys.cancel_flag(job_id), b"1", ex=services.settings.visibility_timeout_seconds
+        )
+        response.status_code = 202
+        return await _job_or_404(services, key_id, job_id)
+    job = await _job_or_404(services, key_id, job_id)
+    if job.status == "cancelled":
+        return job
+    raise Conflict(f"the job has already {job.status}", job_status=job.status)

@@ -1,0 +1,101 @@
+"""Every error leaves the API as RFC 9457 `application/problem+json`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from inferq.errors import (
+    InferqError,
+    InvalidRequest,
+    MalformedBody,
+    MethodNotAllowed,
+    NotFound,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(error: InferqError, request: Request) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(
+        error.problem(instance=request.url.path),
+        status_code=error.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Echo where and why, not the input: it may be large or sensitive.
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+
+
+async def _on_inferq_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InferqError)
+    return problem_response(exc, request)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return problem_response(MalformedBody("the body is not valid JSON"), request)
+    if any(e["type"] == "model_attributes_type" and e["loc"] == ["body"] for e in errors):
+        return problem_response(MalformedBody("the body must be a JSON object"), request)
+    fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
+    return problem_response(InvalidRequest(f"invalid fields: {fields}", errors=errors), request)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error: InferqError
+    if exc.status_code == 404:
+        error = NotFound(f"no route {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = InferqError(str(exc.detail))
+        error.status = exc.status_code  # type: ignore[misc]
+    return problem_response(error, request)
+
+
+async def _on_store_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("backing store unreachable: %s: %s", type(exc).__name__, exc)
+    return problem_response(
+        StoreUnavailable(f"{type(exc).__name__}: the store is unreachable"), request
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(InferqError("an unexpected error occurred"), request)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem document."""
+    app.add_exception_handler(InferqError, _on_inferq_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    for store_error in (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+        ConnectionError,
+        TimeoutError,
+    ):
+        app.add_exception_handler(store_error, _on_store_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,85 @@
+"""The FastAPI application factory; its lifespan creates the shared clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from celery import Celery
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferq import __version__
+from inferq.api import problems, router
+from inferq.api.limits import BodyLimitMiddleware
+from inferq.config import Settings, get_settings
+from inferq.db.engine import create_async
+from inferq.jobs.store import JobStore
+from inferq.keys import KeyStore
+from inferq.providers.registry import ModelRegistry
+from inferq.queue import make_celery
+
+
+@dataclass
+class Services:
+    """The API process's shared clients, created by the lifespan and closed with it."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: aioredis.Redis
+    celery: Celery
+    registry: ModelRegistry
+    jobs: JobStore
+    keys: KeyStore
+
+    @classmethod
+    def create(cls, settings: Settings) -> Services:
+        engine = create_async(settings.resolved_database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            redis=aioredis.Redis.from_url(
+                settings.resolved_redis_url,
+                max_connections=2048,
+                socket_connect_timeout=2,
+                health_check_interval=30,
+            ),
+            celery=make_celery(settings),
+            registry=ModelRegistry.load(settings.models_file),
+            jobs=JobStore(engine),
+            keys=KeyStore(engine),
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+        self.celery.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; `uvicorn --factory inferq.app:create_app` serves it."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.create(settings)
+        if settings.bootstrap_key is not None:
+            await services.keys.ensure(settings.bootstrap_key.get_secret_value(), "bootstrap")
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        title="inferq",
+        version=__version__,
+        summary="Asynchronous LLM inference: submit a job, poll it, stream it.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(router)
+    return app

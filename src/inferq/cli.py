@@ -1,0 +1,173 @@
+"""The `inferq` command: typer parses arguments and calls the services, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from inferq.config import Settings, get_settings
+
+app = typer.Typer(help="inferq: asynchronous LLM inference service.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+
+class Pool(StrEnum):
+    io = "io"
+    local = "local"
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    return settings
+
+
+@app.command()
+def serve() -> None:
+    """Run API, workers and (if INFERQ_REDIS_URL is unset) an embedded Redis."""
+    from inferq.serve import serve as run_serve
+
+    raise typer.Exit(run_serve(_settings(), say=lambda line: console.print(line, highlight=False)))
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (INFERQ_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (INFERQ_PORT).")] = None,
+) -> None:
+    """Run the HTTP API (production process)."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "inferq.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def worker(
+    pool: Annotated[
+        Pool, typer.Option(help="io: remote providers; local: in-process models.")
+    ] = Pool.io,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs in flight in this process.")] = None,
+) -> None:
+    """Run a worker (production process); any number may share one broker."""
+    from inferq.worker import run_worker
+
+    raise typer.Exit(run_worker(_settings(), pool.value, concurrency))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from inferq.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    console.print("database is up to date")
+
+
+def _key_store_call(method: str, *args: str) -> object:
+    from inferq.db.engine import create_async
+    from inferq.db.migrate import upgrade
+    from inferq.keys import KeyStore
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+
+    async def call() -> object:
+        engine = create_async(settings.resolved_database_url)
+        try:
+            return await getattr(KeyStore(engine), method)(*args)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(call())
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+) -> None:
+    """Create a key; it is printed once, alone on the last line."""
+    record, plain = _key_store_call("create", name)  # type: ignore[misc]
+    console.print(f"created key {record.id} ({record.prefix}…), name {name!r}. Store it now:")
+    print(plain)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (never their secret)."""
+    table = Table("id", "prefix", "name", "created", "revoked")
+    for record in _key_store_call("list"):  # type: ignore[attr-defined]
+        table.add_row(
+            record.id,
+            record.prefix,
+            record.name,
+            str(record.created_at),
+            str(record.revoked_at or ""),
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
+    """Revoke a key by id or prefix."""
+    if not _key_store_call("revoke", key):
+        console.print(f"no active key {key!r}")
+        raise typer.Exit(1)
+    console.print(f"revoked {key}")
+
+
+@app.command()
+def submit(
+    model: str,
+    prompt: str,
+    max_tokens: Annotated[int, typer.Option()] = 128,
+    priority: Annotated[str, typer.Option()] = "normal",
+    stream: Annotated[bool, typer.Option("--stream", help="Print tokens as they come.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the finished job.")] = False,
+) -> None:
+    """Submit a prompt to the running service (INFERQ_API_URL, INFERQ_API_KEY)."""
+    from inferq.client import InferqClient
+
+    settings = get_settings()
+    if settings.api_key is None:
+        console.print("set INFERQ_API_KEY to a key from `inferq keys create`", style="red")
+        raise typer.Exit(2)
+    with InferqClient(settings.resolved_api_url, settings.api_key.get_secret_value()) as client:
+        job = client.submit(model, prompt=prompt, max_tokens=max_tokens, priority=priority)
+        if stream:
+            for text in client.stream_text(job["id"]):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            job = client.get(job["id"])
+        elif wait:
+            job = client.wait(job["id"])
+        print(orjson.dumps(job, option=orjson.OPT_INDENT_2).decode())
+        if job["status"] == "failed":
+            raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

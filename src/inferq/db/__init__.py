@@ -1,0 +1,1 @@
+"""Relational persistence: schema, engines and migrations."""

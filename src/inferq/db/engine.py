@@ -1,0 +1,62 @@
+"""Engines for the job store: async for the API, sync for worker threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> str:
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    backend = parsed.get_backend_name()
+    if backend not in drivers:
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:// or postgresql://")
+    return parsed.set(drivername=drivers[backend]).render_as_string(hide_password=False)
+
+
+def async_url(url: str) -> str:
+    """The URL with the async driver (aiosqlite, asyncpg)."""
+    return _with_driver(url, _ASYNC_DRIVERS)
+
+
+def sync_url(url: str) -> str:
+    """The URL with the sync driver (sqlite3, psycopg)."""
+    return _with_driver(url, _SYNC_DRIVERS)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # API and workers are separate processes writing one file: WAL lets readers go on
+    # while one writes, and busy_timeout makes writers wait instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_async(url: str, pool_size: int = 20) -> AsyncEngine:
+    """The API's engine."""
+    full = async_url(url)
+    if full.startswith("sqlite"):
+        engine = create_async_engine(full)
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        full, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def create_sync(url: str, pool_size: int = 20) -> sa.Engine:
+    """A worker's engine, shared by its threads."""
+    full = sync_url(url)
+    if full.startswith("sqlite"):
+        engine = sa.create_engine(full, pool_size=pool_size, max_overflow=pool_size)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(full, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

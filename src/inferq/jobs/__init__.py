@@ -1,0 +1,1 @@
+"""Jobs: their schemas, their persistence and their claims by workers."""

@@ -1,0 +1,127 @@
+"""Job persistence for worker threads (sync): claim, finish, and recover from dead workers.
+
+Every transition is a conditional UPDATE, so a redelivered message, a reaper and a slow
+worker can race and still at most one of them moves a job on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from inferq.db.tables import jobs
+from inferq.jobs.schemas import Job
+from inferq.jobs.store import utcnow
+from inferq.providers.base import GenerationRequest
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    model: str
+    priority: str
+    attempts: int
+    request: GenerationRequest
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended on a worker."""
+
+    status: str
+    text: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class ClaimStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def claim(self, job_id: str, worker_id: str) -> ClaimedJob | None:
+        """queued → running for this worker; None if someone else has (or had) it."""
+        statement = (
+            sa.update(jobs)
+            .where(
+                jobs.c.id == job_id, jobs.c.status == "queued", jobs.c.cancel_requested.is_(False)
+            )
+            .values(
+                status="running",
+                worker_id=worker_id,
+                attempts=jobs.c.attempts + 1,
+                started_at=sa.func.coalesce(jobs.c.started_at, utcnow()),
+            )
+            .returning(jobs.c.id, jobs.c.model, jobs.c.priority, jobs.c.attempts, jobs.c.request)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(statement).first()
+        if row is None:
+            return None
+        request: dict[str, Any] = row.request
+        return ClaimedJob(
+            row.id, row.model, row.priority, row.attempts, GenerationRequest(**request)
+        )
+
+    def finish(self, job_id: str, worker_id: str, outcome: Outcome) -> Job | None:
+        """running → terminal, only for the worker that holds the claim."""
+        statement = (
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.worker_id == worker_id)
+            .values(
+                status=outcome.status,
+                output_text=outcome.text,
+                finish_reason=outcome.finish_reason,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                error_type=outcome.error_type,
+                error_message=outcome.error_message,
+                finished_at=utcnow(),
+            )
+            .returning(*jobs.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(statement).first()
+        return Job.from_row(row) if row else None
+
+    def running(self) -> list[tuple[str, str]]:
+        """(job id, worker id) of every running job."""
+        query = sa.select(jobs.c.id, jobs.c.worker_id).where(jobs.c.status == "running")
+        with self.engine.connect() as conn:
+            return [(r.id, r.worker_id) for r in conn.execute(query)]
+
+    def recover(self, job_id: str, worker_id: str, max_attempts: int) -> Job | None:
+        """A dead worker's job: back to queued, or ended if cancelled or out of attempts.
+
+        Returns the job as it now is, or None if it had already moved on.
+        """
+        base = sa.update(jobs).where(
+            jobs.c.id == job_id, jobs.c.status == "running", jobs.c.worker_id == worker_id
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(jobs.c.attempts, jobs.c.cancel_requested).where(jobs.c.id == job_id)
+            ).first()
+            if row is None:
+                return None
+            if row.cancel_requested:
+                values: dict[str, Any] = {
+                    "status": "cancelled",
+                    "finish_reason": "cancelled",
+                    "finished_at": utcnow(),
+                }
+            elif row.attempts >= max_attempts:
+                values = {
+                    "status": "failed",
+                    "error_type": "worker_lost",
+                    "finished_at": utcnow(),
+                    "error_message": f"the worker died {row.attempts} times running this job",
+                }
+            else:
+                values = {"status": "queued", "worker_id": None}
+            updated = conn.execute(base.values(**values).returning(*jobs.c)).first()
+        return Job.from_row(updated) if updated else None

@@ -1,0 +1,135 @@
+"""The job as clients see it: request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from inferq.providers.base import GenerationRequest
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Priority = Literal["high", "normal", "low"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class JobCreate(BaseModel):
+    """`POST /v1/jobs`: a chat (`messages`) or completion (`prompt`) request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    priority: Priority = "normal"
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_as_list(cls, value: str | list[str] | None) -> list[str] | None:
+        if isinstance(value, str):
+            value = [value]
+        if value is not None and any(not s for s in value):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_messages_or_prompt(self) -> JobCreate:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` must not be empty")
+        return self
+
+    def generation(self) -> GenerationRequest:
+        return GenerationRequest(
+            messages=[m.model_dump() for m in self.messages] if self.messages else None,
+            prompt=self.prompt,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stop if isinstance(self.stop, list) else None,
+            seed=self.seed,
+        )
+
+
+class Output(BaseModel):
+    text: str
+    finish_reason: str | None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class Job(BaseModel):
+    """A job as returned by every route."""
+
+    id: str
+    status: JobStatus
+    model: str
+    priority: Priority
+    output: Output | None = None
+    usage: Usage | None = None
+    error: JobError | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        """Build from a `jobs` row (a SQLAlchemy Row or mapping)."""
+        m = row._mapping if hasattr(row, "_mapping") else row
+        output = None
+        if m["output_text"] is not None:
+            output = Output(text=m["output_text"], finish_reason=m["finish_reason"])
+        usage = None
+        if m["prompt_tokens"] is not None:
+            usage = Usage(
+                prompt_tokens=m["prompt_tokens"], completion_tokens=m["completion_tokens"] or 0
+            )
+        error = None
+        if m["error_type"] is not None:
+            error = JobError(type=m["error_type"], message=m["error_message"] or "")
+        return cls(
+            id=m["id"],
+            status=m["status"],
+            model=m["model"],
+            priority=m["priority"],
+            output=output,
+            usage=usage,
+            error=error,
+            created_at=m["created_at"],
+            started_at=m["started_at"],
+            finished_at=m["finished_at"],
+            attempts=m["attempts"],
+            metadata=m["metadata"] or {},
+        )
+
+
+class JobPage(BaseModel):
+    """`GET /v1/jobs`: newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    data: list[Job]
+    next_cursor: str | None

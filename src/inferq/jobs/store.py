@@ -1,0 +1,146 @@
+"""Job and API-key persistence for the API process (async). No HTTP or queue knowledge."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferq.db.tables import jobs
+from inferq.jobs.schemas import Job, JobCreate
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _encode_cursor(created_at: datetime, job_id: str) -> str:
+    raw = orjson.dumps([created_at.isoformat(), job_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raise ValueError on anything that is not a cursor this module made."""
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    created, job_id = orjson.loads(raw)
+    return datetime.fromisoformat(created), str(job_id)
+
+
+class JobStore:
+    """Reads and writes job rows on behalf of API keys."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def create(self, key_id: str, job: JobCreate) -> Job:
+        """Insert a queued job and commit it (before anything is enqueued)."""
+        now = utcnow()
+        generation = job.generation()
+        row: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "key_id": key_id,
+            "model": job.model,
+            "priority": job.priority,
+            "status": "queued",
+            "request": {
+                "messages": generation.messages,
+                "prompt": generation.prompt,
+                "max_tokens": generation.max_tokens,
+                "temperature": generation.temperature,
+                "top_p": generation.top_p,
+                "stop": generation.stop,
+                "seed": generation.seed,
+            },
+            "metadata": job.metadata,
+            "attempts": 0,
+            "cancel_requested": False,
+            "created_at": now,
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(jobs.insert().values(**row))
+        return Job.from_row(
+            {
+                **row,
+                "output_text": None,
+                "finish_reason": None,
+                "prompt_tokens": None,
+                "completion_tokens": None,
+                "error_type": None,
+                "error_message": None,
+                "started_at": None,
+                "finished_at": None,
+            }
+        )
+
+    async def get(self, key_id: str, job_id: str) -> Job | None:
+        """The job, if it exists and belongs to this key."""
+        query = jobs.select().where(jobs.c.id == job_id, jobs.c.key_id == key_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return Job.from_row(row) if row else None
+
+    async def list(
+        self, key_id: str, status: str | None, cursor: tuple[datetime, str] | None, limit: int
+    ) -> tuple[Sequence[Job], str | None]:
+        """A page of this key's jobs, newest first, and the cursor of the next page."""
+        query = jobs.select().where(jobs.c.key_id == key_id)
+        if status:
+            query = query.where(jobs.c.status == status)
+        if cursor:
+            created, job_id = cursor
+            query = query.where(
+                sa.or_(
+                    jobs.c.created_at < created,
+                    sa.and_(jobs.c.created_at == created, jobs.c.id < job_id),
+                )
+            )
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        page = [Job.from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return page, _encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+
+    async def cancel_queued(self, key_id: str, job_id: str) -> bool:
+        """queued → cancelled; False if the job was no longer queued."""
+        return await self._update(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.key_id == key_id, jobs.c.status == "queued")
+            .values(status="cancelled", finished_at=utcnow(), finish_reason="cancelled")
+        )
+
+    async def request_cancel(self, key_id: str, job_id: str) -> bool:
+        """Mark a running job for cancellation; False if it was not running."""
+        return await self._update(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.key_id == key_id, jobs.c.status == "running")
+            .values(cancel_requested=True)
+        )
+
+    async def fail_unqueued(self, job_id: str, message: str) -> None:
+        """The broker refused the job: end it rather than leave it queued forever."""
+        await self._update(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == "queued")
+            .values(
+                status="failed",
+                finished_at=utcnow(),
+                error_type="queue_unavailable",
+                error_message=message,
+            )
+        )
+
+    async def _update(self, statement: sa.Update) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(statement)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))

@@ -1,0 +1,82 @@
+"""Finds jobs whose worker died (its alive key expired) and requeues or ends them.
+
+Celery on Redis would only redeliver such a message after the visibility timeout (hours);
+this brings the job back in seconds. The claim's conditional update keeps the eventual
+redelivery of the old message from running the job a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+
+from inferq import redis_keys
+from inferq.jobs.claims import ClaimStore
+from inferq.jobs.schemas import Job
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    def __init__(
+        self,
+        store: ClaimStore,
+        client: redis.Redis,
+        max_attempts: int,
+        interval_seconds: float,
+        requeue: Callable[[Job], None],
+        ended: Callable[[Job], None],
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.max_attempts = max_attempts
+        self.interval = interval_seconds
+        self.requeue = requeue
+        self.ended = ended
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="inferq-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def sweep(self) -> int:
+        """One pass; returns how many jobs it moved. Only one worker sweeps at a time."""
+        lock_ms = max(int(self.interval * 1000), 500)
+        if not self.client.set(redis_keys.REAPER_LOCK, b"1", nx=True, px=lock_ms):
+            return 0
+        running = self.store.running()
+        workers = sorted({worker_id for _, worker_id in running})
+        if not workers:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for worker_id in workers:
+            pipe.exists(redis_keys.worker_alive(worker_id))
+        alive = {w for w, present in zip(workers, pipe.execute(), strict=True) if present}
+        moved = 0
+        for job_id, worker_id in running:
+            if worker_id in alive:
+                continue
+            job = self.store.recover(job_id, worker_id, self.max_attempts)
+            if job is None:
+                continue
+            moved += 1
+            log.warning("job %s lost its worker %s: now %s", job_id, worker_id, job.status)
+            if job.status == "queued":
+                self.requeue(job)
+            else:
+                self.ended(job)
+        return moved
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("reaper sweep failed")

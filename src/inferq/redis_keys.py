@@ -1,0 +1,19 @@
+"""Every Redis key inferq uses, in one place."""
+
+PREFIX = "inferq:"
+REAPER_LOCK = PREFIX + "reaper:lock"
+
+
+def job_stream(job_id: str) -> str:
+    """The job's event stream: deltas, resets, one terminal event."""
+    return f"{PREFIX}stream:{job_id}"
+
+
+def cancel_flag(job_id: str) -> str:
+    """Set by the API when a running job must stop."""
+    return f"{PREFIX}cancel:{job_id}"
+
+
+def worker_alive(worker_id: str) -> str:
+    """Present while the worker process heartbeats; expires when it dies."""
+    return f"{PREFIX}worker:{worker_id}"

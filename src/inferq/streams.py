@@ -1,0 +1,100 @@
+"""Per-job Redis Streams: the worker appends events, the SSE endpoint reads and resumes.
+
+Entries carry two fields, `event` (delta | reset | done | error) and `data` (JSON).
+Stream ids double as SSE event ids, so `Last-Event-ID` resumes with no gap and no
+duplicate. A `reset` tells readers to drop the text of a previous, interrupted attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from inferq import redis_keys
+from inferq.jobs.schemas import Job
+
+TERMINAL_EVENTS = frozenset({"done", "error"})
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: str
+    event: str
+    data: bytes
+
+
+def terminal_entry(job: Job) -> dict[str, bytes]:
+    """The one terminal entry: `error` for a failed job, `done` otherwise."""
+    event = "error" if job.status == "failed" else "done"
+    return {"event": event.encode(), "data": job.model_dump_json().encode()}
+
+
+class StreamWriter:
+    """Appends one job's events (worker side, sync)."""
+
+    def __init__(self, client: redis.Redis, job_id: str, ttl_seconds: int, maxlen: int) -> None:
+        self.client = client
+        self.key = redis_keys.job_stream(job_id)
+        self.ttl = ttl_seconds
+        self.maxlen = maxlen
+        self._expiry_set = False
+
+    def _add(self, fields: dict[str, bytes]) -> None:
+        if self._expiry_set:
+            self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(self.key, self.ttl)
+        pipe.execute()
+        self._expiry_set = True
+
+    def delta(self, text: str) -> None:
+        self._add({"event": b"delta", "data": orjson.dumps({"text": text})})
+
+    def reset(self, attempt: int) -> None:
+        self._add({"event": b"reset", "data": orjson.dumps({"attempt": attempt})})
+
+    def terminal(self, job: Job) -> None:
+        """Append the terminal event; the stream then lives `ttl` more seconds."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(self.key, terminal_entry(job), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(self.key, self.ttl)
+        pipe.execute()
+
+
+async def append_terminal(client: aioredis.Redis, job: Job, ttl_seconds: int) -> None:
+    """API side: end the stream of a job that never reached a worker."""
+    key = redis_keys.job_stream(job.id)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.xadd(key, terminal_entry(job))  # type: ignore[arg-type]
+        pipe.expire(key, ttl_seconds)
+        await pipe.execute()
+
+
+async def read_after(
+    client: aioredis.Redis, job_id: str, after: str, block_ms: int, count: int = 256
+) -> list[StreamEvent]:
+    """Events after `after` ("0" for all), waiting up to `block_ms` for the first."""
+    reply: Any = await client.xread(
+        {redis_keys.job_stream(job_id): after}, count=count, block=block_ms
+    )
+    events: list[StreamEvent] = []
+    for _key, entries in reply or []:
+        for entry_id, fields in entries:
+            events.append(
+                StreamEvent(_text(entry_id), _text(fields[b"event"]), bytes(fields[b"data"]))
+            )
+    return events
+
+
+async def stream_exists(client: aioredis.Redis, job_id: str) -> bool:
+    return bool(await client.exists(redis_keys.job_stream(job_id)))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,198 @@
+"""The task body: claim the job → call the provider → stream deltas → save the result.
+
+Why threads for the I/O pool: provider calls spend their time waiting on sockets, which
+releases the GIL, so one process holds hundreds of calls in flight with a thread each.
+Prefork would hold one call per process; gevent would need monkey-patching that
+breaks C extensions (llama.cpp), psycopg and the SDKs' own threads; an asyncio pool is
+not something Celery ships. The local pool uses the same threads pool with concurrency
+equal to the number of generations a loaded model can run at once (one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+import redis
+import sqlalchemy as sa
+from celery import Celery
+
+from inferq import redis_keys
+from inferq.config import Settings
+from inferq.db.engine import create_sync
+from inferq.errors import InferqError, ProviderError
+from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
+from inferq.jobs.schemas import Job
+from inferq.liveness import Liveness
+from inferq.providers.base import Delta, Finish
+from inferq.providers.registry import ModelRegistry
+from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
+from inferq.reaper import Reaper
+from inferq.streams import StreamWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process shares between its threads; built once at start."""
+
+    settings: Settings
+    pool: str
+    engine: sa.Engine
+    redis: redis.Redis
+    registry: ModelRegistry
+    celery: Celery
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
+
+    @property
+    def store(self) -> ClaimStore:
+        return ClaimStore(self.engine)
+
+
+class JobRunner:
+    """Runs one job at a time per calling thread."""
+
+    def __init__(self, ctx: WorkerContext, liveness: Liveness) -> None:
+        self.ctx = ctx
+        self.liveness = liveness
+        self.store = ctx.store
+
+    def run(self, job_id: str) -> None:
+        claimed = self.store.claim(job_id, self.ctx.worker_id)
+        if claimed is None:
+            log.info("job %s: not queued any more, message dropped", job_id)
+            return
+        writer = StreamWriter(
+            self.ctx.redis,
+            job_id,
+            ttl_seconds=self.ctx.settings.result_ttl_seconds,
+            maxlen=self.ctx.settings.max_tokens_limit + 64,
+        )
+        if claimed.attempts > 1:
+            writer.reset(claimed.attempts)
+        cancel = self.liveness.track(job_id)
+        try:
+            outcome = self._generate(claimed, writer, cancel)
+        finally:
+            self.liveness.untrack(job_id)
+        job = self.store.finish(job_id, self.ctx.worker_id, outcome)
+        if job is None:
+            log.warning("job %s: claim lost before it finished; result dropped", job_id)
+            return
+        writer.terminal(job)
+        self.ctx.redis.delete(redis_keys.cancel_flag(job_id))
+        log.info("job %s %s (attempt %d)", job_id, job.status, job.attempts)
+
+    def _generate(
+        self, claimed: ClaimedJob, writer: StreamWriter, cancel: threading.Event
+    ) -> Outcome:
+        parts: list[str] = []
+        try:
+            provider = self.ctx.registry.provider(claimed.model)
+            for event in provider.stream(claimed.request, cancel):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                    writer.delta(event.text)
+                elif isinstance(event, Finish):
+                    status = "cancelled" if event.finish_reason == "cancelled" else "succeeded"
+                    return Outcome(
+                        status=status,
+                        text="".join(parts),
+                        finish_reason=event.finish_reason,
+                        prompt_tokens=event.prompt_tokens,
+                        completion_tokens=event.completion_tokens,
+                    )
+            raise ProviderError("the provider ended without a finish event")
+        except ProviderError as exc:
+            return Outcome(
+                "failed", "".join(parts) or None, error_type=exc.kind, error_message=exc.detail
+            )
+        except InferqError as exc:
+            return Outcome("failed", error_type=exc.slug, error_message=exc.detail)
+        except Exception as exc:
+            log.exception("job %s: unexpected error", claimed.id)
+            return Outcome(
+                "failed",
+                "".join(parts) or None,
+                error_type="internal_error",
+                error_message=f"{type(exc).__name__}: {exc}",
+            )
+
+
+def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerContext:
+    connections = concurrency + 16
+    return WorkerContext(
+        settings=settings,
+        pool=pool,
+        engine=create_sync(settings.resolved_database_url, pool_size=min(concurrency, 64) + 4),
+        redis=redis.Redis.from_url(settings.resolved_redis_url, max_connections=connections),
+        registry=ModelRegistry.load(settings.models_file),
+        celery=make_celery(settings, pool_connections=connections),
+    )
+
+
+def run_worker(settings: Settings, pool: str, concurrency: int | None = None) -> int:
+    """Run a worker of `pool` until it is told to stop; returns its exit code."""
+    if concurrency is None:
+        concurrency = settings.io_concurrency if pool == "io" else settings.local_concurrency
+    ctx = build_context(settings, pool, concurrency)
+    for spec in ctx.registry.specs():
+        if spec.pool == pool == "local":
+            # Load the weights now, once per process, not on the first job.
+            _ = ctx.registry.provider(spec.name).model
+    liveness = Liveness(
+        ctx.redis, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
+    )
+    runner = JobRunner(ctx, liveness)
+    reaper = Reaper(
+        ctx.store,
+        ctx.redis,
+        settings.max_attempts,
+        settings.reaper_interval_seconds,
+        requeue=lambda job: enqueue(ctx.celery, job.id, _pool_of(ctx, job.model), job.priority),
+        ended=lambda job: StreamWriter(ctx.redis, job.id, settings.result_ttl_seconds, 1).terminal(
+            job
+        ),
+    )
+
+    @ctx.celery.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    def run_job(job_id: str) -> None:
+        runner.run(job_id)
+
+    liveness.start()
+    reaper.start()
+    worker = ctx.celery.Worker(
+        pool_cls="threads",
+        concurrency=concurrency,
+        queues=pool_queues(pool),
+        hostname=f"{pool}@{ctx.worker_id}",
+        loglevel=settings.log_level,
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        optimization="fair",
+    )
+    try:
+        worker.start()
+    finally:
+        reaper.stop()
+        liveness.stop()
+        ctx.engine.dispose()
+    return int(worker.exitcode or 0)
+
+
+def _pool_of(ctx: WorkerContext, model: str) -> str:
+    try:
+        return ctx.registry.get(model).pool
+    except InferqError:
+        return ctx.pool
+
+
+__all__ = ["ClaimedJob", "Job", "JobRunner", "WorkerContext", "run_worker"]

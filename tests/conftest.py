@@ -1,0 +1,251 @@
+"""Fixtures that start real services: Redis, a database, the API on a port, workers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from inferq.embedded_redis import EmbeddedRedis
+
+from inferq.db.migrate import upgrade
+
+TESTS = Path(__file__).resolve().parent
+LOCAL_REDIS = "redis://127.0.0.1:6379"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """127.0.0.1:6379 when it answers, else an embedded Redis (URL without a db number)."""
+    if reachable("127.0.0.1", 6379):
+        yield LOCAL_REDIS
+        return
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    url = embedded.start()
+    try:
+        yield url.rsplit("/", 1)[0]
+    finally:
+        embedded.stop()
+
+
+class RedisDatabases:
+    """Hands out empty Redis databases so services under test never share queues."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.next = 8
+
+    def allocate(self) -> str:
+        if self.next > 15:
+            raise RuntimeError("out of Redis databases for tests")
+        url = f"{self.base}/{self.next}"
+        self.next += 1
+        redis.Redis.from_url(url).flushdb()
+        return url
+
+
+@pytest.fixture(scope="session")
+def redis_dbs(redis_base: str) -> RedisDatabases:
+    return RedisDatabases(redis_base)
+
+
+def postgres_url() -> str | None:
+    return os.environ.get("INFERQ_TEST_DATABASE_URL") or None
+
+
+def _fresh_postgres(admin_url: str) -> tuple[str, str]:
+    import sqlalchemy as sa
+
+    from inferq.db.engine import sync_url
+
+    name = f"inferq_test_{secrets.token_hex(4)}"
+    engine = sa.create_engine(sync_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+def _drop_postgres(admin_url: str, name: str) -> None:
+    import sqlalchemy as sa
+
+    from inferq.db.engine import sync_url
+
+    engine = sa.create_engine(sync_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite database (function scope, for tests of the store itself)."""
+    url = f"sqlite:///{tmp_path / 'inferq.db'}"
+    upgrade(url)
+    yield url
+
+
+class Service:
+    """A running inferq: the API on a real port and worker processes."""
+
+    def __init__(
+        self, root: Path, redis_url: str, database_url: str, broker_url: str | None
+    ) -> None:
+        self.root = root
+        self.key = "iq_test_" + secrets.token_urlsafe(16)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sim_record = root / "sim-completions.jsonl"
+        self.env = {
+            **os.environ,
+            "INFERQ_DATA_DIR": str(root),
+            "INFERQ_REDIS_URL": redis_url,
+            "INFERQ_DATABASE_URL": database_url,
+            "INFERQ_MODELS_FILE": str(TESTS / "models.yaml"),
+            "INFERQ_BOOTSTRAP_KEY": self.key,
+            "INFERQ_PORT": str(self.port),
+            "INFERQ_TEST_SIM_RECORD": str(self.sim_record),
+            "INFERQ_WORKER_TTL_SECONDS": "3",
+            "INFERQ_REAPER_INTERVAL_SECONDS": "1",
+            "INFERQ_LOG_LEVEL": "INFO",
+            "INFERQ_SSE_PING_SECONDS": "1",
+        }
+        if broker_url:
+            self.env["INFERQ_BROKER_URL"] = broker_url
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inferq", *args], env=self.env, stdout=log, stderr=log
+        )
+        self.processes.append(process)
+        return process
+
+    def start_api(self) -> None:
+        upgrade(self.database_url)
+        self._spawn("api", "api")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("API did not start:\n" + (self.root / "api.log").read_text()[-3000:])
+
+    def start_worker(
+        self, pool: str = "io", concurrency: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        args = ["worker", "--pool", pool]
+        if concurrency is not None:
+            args += ["--concurrency", str(concurrency)]
+        process = self._spawn(f"worker-{pool}-{len(self.workers)}", *args)
+        self.workers.append(process)
+        return process
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=30
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def redis_stream_length(self, job_id: str) -> int:
+        from inferq import redis_keys
+
+        return int(redis.Redis.from_url(self.redis_url).xlen(redis_keys.job_stream(job_id)))
+
+    def queue_is_empty(self) -> bool:
+        from inferq.queue import POOLS, pool_queues
+
+        client = redis.Redis.from_url(self.redis_url)
+        return all(client.llen(q) == 0 for pool in POOLS for q in pool_queues(pool))
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in self.root.glob("*.log"))
+
+
+def start_service(
+    tmp: Path,
+    redis_url: str,
+    database_url: str,
+    broker_url: str | None = None,
+    workers: tuple[tuple[str, int], ...] = (("io", 32), ("local", 1)),
+) -> Service:
+    service = Service(tmp, redis_url, database_url, broker_url)
+    service.start_api()
+    for pool, concurrency in workers:
+        service.start_worker(pool, concurrency)
+    return service
+
+
+def wait_for(predicate: object, timeout: float = 60.0, interval: float = 0.1) -> object:
+    """Poll `predicate()` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()  # type: ignore[operator]
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")
+
+
+def database_params() -> list[str]:
+    return ["sqlite", "postgres"] if postgres_url() else ["sqlite"]
+
+
+@pytest.fixture(scope="session", params=database_params())
+def service(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_dbs: RedisDatabases,
+) -> Iterator[Service]:
+    """inferq with one io worker and one local-model worker, on SQLite or PostgreSQL."""
+    tmp = tmp_path_factory.mktemp("service")
+    pg_name = None
+    admin = postgres_url()
+    if request.param == "postgres" and admin:
+        database_url, pg_name = _fresh_postgres(admin)
+    else:
+        database_url = f"sqlite:///{tmp / 'inferq.db'}"
+    svc = start_service(tmp, redis_dbs.allocate(), database_url)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        if pg_name and admin:
+            _drop_postgres(admin, pg_name)

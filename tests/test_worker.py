@@ -1,0 +1,84 @@
+"""Workers: priority order, crash recovery after kill -9, redelivery never reruns a job."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inferq.config import Settings
+from inferq.queue import enqueue, make_celery
+from tests.api.test_jobs import submit, wait_terminal
+from tests.conftest import RedisDatabases, Service, start_service, wait_for
+
+
+def test_high_priority_job_overtakes_queued_low_ones(service: Service) -> None:
+    with service.client() as client:
+        busy = submit(client, model="gemma-3-270m", prompt="Write a long story.", max_tokens=120)
+        wait_for(lambda: client.get(f"/v1/jobs/{busy['id']}").json()["status"] == "running")
+        lows = [
+            submit(client, model="gemma-3-270m", prompt=f"Low {i}", max_tokens=4, priority="low")
+            for i in range(5)
+        ]
+        high = submit(client, model="gemma-3-270m", prompt="High", max_tokens=4, priority="high")
+        finished = {j["id"]: wait_terminal(client, j["id"]) for j in [busy, *lows, high]}
+    assert all(j["status"] == "succeeded" for j in finished.values())
+    high_end = finished[high["id"]]["finished_at"]
+    assert all(high_end < finished[low["id"]]["finished_at"] for low in lows)
+
+
+@pytest.fixture
+def bare_service(tmp_path: Path, redis_dbs: RedisDatabases) -> Iterator[Service]:
+    """A service with no workers: the test starts and kills them."""
+    svc = start_service(
+        tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}", workers=()
+    )
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def completions(service: Service) -> list[dict[str, object]]:
+    if not service.sim_record.exists():
+        return []
+    return [json.loads(line) for line in service.sim_record.read_text().splitlines() if line]
+
+
+def test_job_of_a_worker_killed_mid_run_completes_once_on_a_new_worker(
+    bare_service: Service,
+) -> None:
+    victim = bare_service.start_worker("io", 4)
+    with bare_service.client() as client:
+        job = submit(client, model="sim-slow", prompt="survive a crash")
+        wait_for(
+            lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running", timeout=30
+        )
+        wait_for(lambda: bare_service.redis_stream_length(job["id"]) >= 3, timeout=10)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        assert completions(bare_service) == []
+        bare_service.start_worker("io", 4)
+        final = wait_terminal(client, job["id"], timeout=60)
+    assert final["status"] == "succeeded", final
+    assert final["attempts"] == 2
+    assert len(final["output"]["text"].split()) == 60
+    assert len(completions(bare_service)) == 1
+
+
+def test_redelivered_message_of_a_finished_job_does_not_run_it_again(
+    bare_service: Service,
+) -> None:
+    bare_service.start_worker("io", 4)
+    with bare_service.client() as client:
+        job = submit(client, model="sim-slow", prompt="only once", max_tokens=8)
+        first = wait_terminal(client, job["id"])
+        app = make_celery(Settings(redis_url=bare_service.redis_url))
+        enqueue(app, job["id"], "io", "high")  # what the broker does after a lost ack
+        wait_for(lambda: bare_service.queue_is_empty(), timeout=10)
+        again = client.get(f"/v1/jobs/{job['id']}").json()
+    assert again == first
+    assert len(completions(bare_service)) == 1
