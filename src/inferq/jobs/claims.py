@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from inferq.db.tables import jobs
+from inferq.db.tables import UTCDateTime, jobs
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
 from inferq.providers.base import GenerationRequest
@@ -54,7 +54,7 @@ class ClaimStore:
                 status="running",
                 worker_id=worker_id,
                 attempts=jobs.c.attempts + 1,
-                started_at=sa.func.coalesce(jobs.c.started_at, utcnow()),
+                started_at=sa.func.coalesce(jobs.c.started_at, sa.literal(utcnow(), UTCDateTime())),
             )
             .returning(jobs.c.id, jobs.c.model, jobs.c.priority, jobs.c.attempts, jobs.c.request)
         )

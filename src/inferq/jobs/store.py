@@ -27,9 +27,12 @@ def _encode_cursor(created_at: datetime, job_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raise ValueError on anything that is not a cursor this module made."""
-    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    created, job_id = orjson.loads(raw)
-    return datetime.fromisoformat(created), str(job_id)
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = orjson.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("not a cursor") from exc
 
 
 class JobStore:

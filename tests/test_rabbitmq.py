@@ -1,0 +1,69 @@
+"""The end-to-end path with RabbitMQ as the broker (Redis still holds the streams)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_events import read_events, text_of
+from tests.api.test_jobs import submit, wait_terminal
+from tests.conftest import RedisDatabases, Service, reachable, start_service
+
+pytestmark = [
+    pytest.mark.rabbitmq,
+    pytest.mark.skipif(not reachable("127.0.0.1", 5672), reason="no RabbitMQ on 127.0.0.1:5672"),
+]
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture(scope="module")
+def rabbit_service(
+    tmp_path_factory: pytest.TempPathFactory, redis_dbs: RedisDatabases
+) -> Iterator[Service]:
+    tmp: Path = tmp_path_factory.mktemp("rabbit")
+    _purge_queues()
+    svc = start_service(tmp, redis_dbs.allocate(), f"sqlite:///{tmp / 'db.sqlite'}", RABBITMQ)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _purge_queues() -> None:
+    """Leftovers of an earlier run would be claimed by nobody; start clean."""
+    from kombu import Connection
+
+    from inferq.queue import POOLS, pool_queues
+
+    with Connection(RABBITMQ) as conn:
+        channel = conn.channel()
+        for pool in POOLS:
+            for name in pool_queues(pool):
+                try:
+                    channel.queue_purge(name)
+                except Exception:
+                    channel = conn.channel()  # queue not declared yet
+
+
+def test_jobs_run_end_to_end_through_rabbitmq(rabbit_service: Service) -> None:
+    with rabbit_service.client() as client:
+        sim = submit(client, model="sim", prompt="via rabbit")
+        gemma = submit(client, model="gemma-3-270m", prompt="The sky is", max_tokens=12,
+                       temperature=0, seed=3)
+        events = read_events(client, gemma["id"])
+        finals = [wait_terminal(client, j["id"]) for j in (sim, gemma)]
+    assert [f["status"] for f in finals] == ["succeeded", "succeeded"]
+    assert events[-1].event == "done"
+    assert text_of(events) == finals[1]["output"]["text"] == json.loads(events[-1].data)["output"]["text"]
+
+
+def test_cancel_running_job_through_rabbitmq(rabbit_service: Service) -> None:
+    with rabbit_service.client() as client:
+        job = submit(client, model="sim-slow", prompt="stop me")
+        read_events(client, job["id"], limit=2)
+        assert client.delete(f"/v1/jobs/{job['id']}").status_code == 202
+        final = wait_terminal(client, job["id"], timeout=15)
+    assert final["status"] == "cancelled"
