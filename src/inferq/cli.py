@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, cast
 
 import orjson
 import typer
@@ -109,7 +109,9 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
 ) -> None:
     """Create a key; it is printed once, alone on the last line."""
-    record, plain = _key_store_call("create", name)  # type: ignore[misc]
+    from inferq.keys import KeyRecord
+
+    record, plain = cast(tuple[KeyRecord, str], _key_store_call("create", name))
     console.print(f"created key {record.id} ({record.prefix}…), name {name!r}. Store it now:")
     print(plain)
 
@@ -118,7 +120,9 @@ def keys_create(
 def keys_list() -> None:
     """List keys (never their secret)."""
     table = Table("id", "prefix", "name", "created", "revoked")
-    for record in _key_store_call("list"):  # type: ignore[attr-defined]
+    from inferq.keys import KeyRecord
+
+    for record in cast(list[KeyRecord], _key_store_call("list")):
         table.add_row(
             record.id,
             record.prefix,

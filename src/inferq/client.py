@@ -22,12 +22,13 @@ class SSEEvent:
 
 def iter_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
     """Parse Server-Sent Events from text lines; comments (heartbeats) are skipped."""
-    event, data, event_id = "message", [], None
+    event, event_id = "message", None
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:
                 yield SSEEvent(event, "\n".join(data), event_id)
-            event, data, event_id = "message", [], None
+            event, event_id, data = "message", None, []
             continue
         if line.startswith(":"):
             continue

@@ -9,7 +9,7 @@ on Redis the `priority` queue-order strategy makes them drain in that order.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from inferq.config import PRIORITIES, Settings
 
@@ -38,7 +38,11 @@ def make_celery(settings: Settings, pool_connections: int = 64) -> Celery:
         transport_options["queue_order_strategy"] = "priority"
         transport_options["max_connections"] = pool_connections
     app.conf.update(
-        task_queues=[Queue(queue_name(pool, p)) for pool in POOLS for p in PRIORITIES],
+        task_queues=[
+            Queue(queue_name(pool, p))  # type: ignore[no-untyped-call]
+            for pool in POOLS
+            for p in PRIORITIES
+        ],
         task_default_queue=queue_name("io", "normal"),
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -142,7 +142,7 @@ class JobStore:
     async def _update(self, statement: sa.Update) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(statement)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
