@@ -57,7 +57,8 @@ def test_jobs_run_end_to_end_through_rabbitmq(rabbit_service: Service) -> None:
         finals = [wait_terminal(client, j["id"]) for j in (sim, gemma)]
     assert [f["status"] for f in finals] == ["succeeded", "succeeded"]
     assert events[-1].event == "done"
-    assert text_of(events) == finals[1]["output"]["text"] == json.loads(events[-1].data)["output"]["text"]
+    streamed = json.loads(events[-1].data)["output"]["text"]
+    assert text_of(events) == finals[1]["output"]["text"] == streamed
 
 
 def test_cancel_running_job_through_rabbitmq(rabbit_service: Service) -> None:

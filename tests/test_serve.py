@@ -72,11 +72,12 @@ def test_serve_starts_everything_serves_the_model_and_restarts_a_killed_worker(
         before = wait_for(lambda: worker_pids(serve) if len(worker_pids(serve)) == 2 else None)
         victim = min(before)  # type: ignore[type-var]
         os.kill(victim, signal.SIGKILL)
-        after = wait_for(
-            lambda: (pids := worker_pids(serve)) if len(pids) == 2 and victim not in pids else None,
-            timeout=15,
-        )
-        assert victim not in after  # type: ignore[operator]
+
+        def replaced() -> set[int] | None:
+            pids = worker_pids(serve)
+            return pids if len(pids) == 2 and victim not in pids else None
+
+        assert wait_for(replaced, timeout=15)
         children = psutil.Process(serve.pid).children(recursive=True)
     finally:
         serve.send_signal(signal.SIGINT)
