@@ -51,24 +51,44 @@ def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 class RedisDatabases:
-    """Hands out empty Redis databases so services under test never share queues."""
+    """Hands out empty Redis databases so services under test never share queues.
+
+    A database is claimed with SET NX, so test sessions running side by side on one
+    Redis server (a developer's and CI's) never get the same one.
+    """
+
+    CLAIM = "inferq-test:claim"
 
     def __init__(self, base: str) -> None:
         self.base = base
-        self.next = 8
+        self.token = secrets.token_hex(8)
+        self.claimed: list[str] = []
 
     def allocate(self) -> str:
-        if self.next > 15:
-            raise RuntimeError("out of Redis databases for tests")
-        url = f"{self.base}/{self.next}"
-        self.next += 1
-        redis.Redis.from_url(url).flushdb()
-        return url
+        for db in range(1, 16):
+            url = f"{self.base}/{db}"
+            client = redis.Redis.from_url(url)
+            if client.set(self.CLAIM, self.token, nx=True, ex=3600):
+                client.flushdb()
+                client.set(self.CLAIM, self.token, ex=3600)
+                self.claimed.append(url)
+                return url
+        raise RuntimeError("every Redis database is claimed by another test session")
+
+    def release(self) -> None:
+        for url in self.claimed:
+            client = redis.Redis.from_url(url)
+            if client.get(self.CLAIM) == self.token.encode():
+                client.flushdb()
 
 
 @pytest.fixture(scope="session")
-def redis_dbs(redis_base: str) -> RedisDatabases:
-    return RedisDatabases(redis_base)
+def redis_dbs(redis_base: str) -> Iterator[RedisDatabases]:
+    dbs = RedisDatabases(redis_base)
+    try:
+        yield dbs
+    finally:
+        dbs.release()
 
 
 def postgres_url() -> str | None:

@@ -9,12 +9,13 @@ on Redis the `priority` queue-order strategy makes them drain in that order.
 from __future__ import annotations
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from inferq.config import PRIORITIES, Settings
 
 RUN_JOB_TASK = "inferq.run_job"
 POOLS = ("io", "local")
+EXCHANGE = Exchange("inferq", type="direct")  # type: ignore[no-untyped-call]
 
 
 def queue_name(pool: str, priority: str) -> str:
@@ -38,11 +39,14 @@ def make_celery(settings: Settings, pool_connections: int = 64) -> Celery:
         transport_options["queue_order_strategy"] = "priority"
         transport_options["max_connections"] = pool_connections
     app.conf.update(
+        # Each queue bound by its own name on one direct exchange: a message reaches
+        # exactly the queue it names.
         task_queues=[
-            Queue(queue_name(pool, p))  # type: ignore[no-untyped-call]
-            for pool in POOLS
-            for p in PRIORITIES
+            Queue(name, EXCHANGE, routing_key=name)  # type: ignore[no-untyped-call]
+            for name in (queue_name(pool, p) for pool in POOLS for p in PRIORITIES)
         ],
+        task_default_exchange=EXCHANGE.name,
+        task_default_exchange_type="direct",
         task_default_queue=queue_name("io", "normal"),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -64,4 +68,5 @@ def make_celery(settings: Settings, pool_connections: int = 64) -> Celery:
 
 def enqueue(app: Celery, job_id: str, pool: str, priority: str) -> None:
     """Publish the job's id to its pool's queue for its priority (blocking call)."""
-    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_name(pool, priority))
+    name = queue_name(pool, priority)
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=name, exchange=EXCHANGE.name, routing_key=name)

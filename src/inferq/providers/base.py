@@ -11,7 +11,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -73,6 +75,11 @@ def to_langchain_messages(request: GenerationRequest) -> list[BaseMessage]:
 class ChatModelProvider(ABC):
     """A provider backed by a LangChain chat model built from registry `params`."""
 
+    # The worker pool a model of this provider runs in unless its registry entry says.
+    default_pool: ClassVar[str] = "io"
+    # The environment variable the registry reads an API key from when `api_key` is unset.
+    api_key_env: ClassVar[str | None] = None
+
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
     _model: BaseChatModel | None = field(default=None, init=False, repr=False)
@@ -97,6 +104,15 @@ class ChatModelProvider(ABC):
             kwargs["seed"] = request.seed
         return kwargs
 
+    def require_api_key(self) -> str:
+        """The API key the registry resolved into `params`, or an error saying where to
+        put one (retrying cannot help, so not a retryable error)."""
+        key = self.params.get("api_key")
+        if not key:
+            env = self.params.get("api_key_env") or self.api_key_env
+            raise ProviderError(f"model {self.name!r} has no API key: set {env} or `api_key`")
+        return str(key)
+
     @property
     def model(self) -> BaseChatModel:
         with self._lock:
@@ -111,24 +127,29 @@ class ChatModelProvider(ABC):
 
         Stops early (finish_reason "cancelled") when `cancel` is set.
         """
-        completion_chars = 0
-        usage: dict[str, int] = {}
+        if cancel is not None and cancel.is_set():
+            yield Finish(finish_reason="cancelled", prompt_tokens=0, completion_tokens=0)
+            return
+        usage = {"prompt": 0, "completion": 0}
         finish_reason = "stop"
-        chunks = self.model.stream(
-            to_langchain_messages(request), stop=request.stop, **self.call_kwargs(request)
-        )
+        chunks: Iterator[Any] = iter(())
         try:
+            # Inside the try: building the model (weights, SDK client) can fail too.
+            chunks = self.model.stream(
+                to_langchain_messages(request), stop=request.stop, **self.call_kwargs(request)
+            )
             for chunk in chunks:
                 if cancel is not None and cancel.is_set():
                     finish_reason = "cancelled"
                     break
-                text = chunk.text if isinstance(chunk, AIMessageChunk) else str(chunk.content)
+                text = str(chunk.text) if isinstance(chunk, AIMessageChunk) else str(chunk.content)
                 if text:
-                    completion_chars += len(text)
                     yield Delta(text)
                 if isinstance(chunk, AIMessageChunk) and chunk.usage_metadata:
-                    usage["prompt"] = chunk.usage_metadata.get("input_tokens", 0)
-                    usage["completion"] = chunk.usage_metadata.get("output_tokens", 0)
+                    # Chunks' usage adds up (LangChain's contract): a provider may report
+                    # input tokens on one chunk and output tokens on a later one.
+                    usage["prompt"] += chunk.usage_metadata.get("input_tokens", 0)
+                    usage["completion"] += chunk.usage_metadata.get("output_tokens", 0)
                 reason = _finish_reason(chunk.response_metadata)
                 if reason:
                     finish_reason = reason
@@ -142,8 +163,8 @@ class ChatModelProvider(ABC):
                 close()
         yield Finish(
             finish_reason=finish_reason,
-            prompt_tokens=usage.get("prompt", 0),
-            completion_tokens=usage.get("completion", 0),
+            prompt_tokens=usage["prompt"],
+            completion_tokens=usage["completion"],
         )
 
     def close(self) -> None:
@@ -159,6 +180,33 @@ def _finish_reason(metadata: Mapping[str, Any]) -> str | None:
     return {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}.get(
         str(reason), str(reason)
     )
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """How long a 429 asks us to wait: `retry-after-ms`, or `retry-after` in seconds or
+    as an HTTP date. None when absent or unreadable."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 Provider = ChatModelProvider

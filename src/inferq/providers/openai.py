@@ -1,0 +1,82 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, llama.cpp's server, Ollama) via ChatOpenAI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import openai
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from inferq.errors import (
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from inferq.providers.base import ChatModelProvider, GenerationRequest, retry_after_seconds
+
+
+@dataclass
+class OpenAIProvider(ChatModelProvider):
+    """Params: `model`, `base_url` (an OpenAI-compatible server), `api_key` (resolved by
+    the registry, from `api_key_env` by default), `timeout_seconds` (60), and
+    `max_tokens_param`: the request field for the output cap.
+
+    OpenAI now calls that field `max_completion_tokens`, which ChatOpenAI always sends;
+    several compatible servers (llama-cpp-python's among them) know only `max_tokens`
+    and would ignore the cap. It defaults to `max_tokens` when `base_url` is set.
+    """
+
+    api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+
+    def build_chat_model(self) -> ChatOpenAI:
+        return ChatOpenAI(
+            model=self.params["model"],
+            base_url=self.params.get("base_url"),
+            api_key=SecretStr(self._api_key()),
+            # Retries are the job queue's business, not the SDK's.
+            max_retries=0,
+            timeout=float(self.params.get("timeout_seconds", 60)),
+            stream_usage=True,
+        )
+
+    def _api_key(self) -> str:
+        if self.params.get("base_url") and not self.params.get("api_key"):
+            # Local OpenAI-compatible servers usually want no key; the SDK needs one.
+            return "unused"
+        return self.require_api_key()
+
+    def call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        kwargs = super().call_kwargs(request)
+        if self._max_tokens_param() == "max_tokens":
+            # ChatOpenAI renames a max_tokens kwarg; extra_body goes out as written.
+            kwargs["extra_body"] = {"max_tokens": kwargs.pop("max_tokens")}
+        return kwargs
+
+    def _max_tokens_param(self) -> str:
+        default = "max_tokens" if self.params.get("base_url") else "max_completion_tokens"
+        return str(self.params.get("max_tokens_param", default))
+
+    def map_error(self, exc: Exception) -> ProviderError:
+        return map_openai_error(exc)
+
+
+def map_openai_error(exc: Exception) -> ProviderError:
+    """The ProviderError for an exception of the `openai` SDK."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout(detail)
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderRateLimited(detail, retry_after=retry_after_seconds(exc.response.headers))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 408:
+            return ProviderTimeout(detail)
+        if exc.status_code >= 500:
+            return ProviderUnavailable(detail)
+        return ProviderRejected(f"{exc.status_code}: {exc.message}")
+    # APIConnectionError, and anything else on the way (a broken stream).
+    return ProviderUnavailable(detail)
+

@@ -1,0 +1,210 @@
+"""The model registry: a YAML file that names each model, its provider and parameters.
+
+    models:
+      gemma-3-270m:
+        provider: llamacpp          # a key of PROVIDERS
+        description: "..."
+        pool: local                 # optional: local | io (default: the provider's)
+        max_tokens: 1024            # optional: the most a job may ask for
+        context_window: 2048        # optional
+        params: {n_ctx: 2048}       # given to the provider; "${VAR}" and
+                                    # "${VAR:-default}" are read from the environment
+
+Adding a provider is one `ChatModelProvider` subclass, one entry in PROVIDERS and one
+registry entry. Besides `config.py`, this is the one module that reads the environment:
+for `${VAR}` in params and for API keys (`api_key_env`, else the provider's default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from inferq.errors import UnknownModel
+from inferq.providers.anthropic import AnthropicProvider
+from inferq.providers.base import ChatModelProvider
+from inferq.providers.llamacpp import LlamaCppProvider
+from inferq.providers.openai import OpenAIProvider
+from inferq.providers.sim import SimProvider
+
+PROVIDERS: dict[str, type[ChatModelProvider]] = {
+    "llamacpp": LlamaCppProvider,
+    "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "sim": SimProvider,
+}
+
+Pool = Literal["local", "io"]
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class RegistryError(ValueError):
+    """The registry file cannot be used; the message names the file and the problem."""
+
+
+class ModelSpec(BaseModel):
+    """One model of the registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    provider: str
+    pool: Pool
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_tokens: int | None = None
+    context_window: int | None = None
+
+
+class _Entry(BaseModel):
+    """One model as written in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    description: str = ""
+    pool: Pool | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_tokens: int | None = Field(default=None, ge=1)
+    context_window: int | None = Field(default=None, ge=1)
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown provider {value!r}; known: {', '.join(PROVIDERS)}")
+        return value
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, _Entry] = Field(min_length=1)
+
+
+class ModelRegistry:
+    """Model specs by name, and one provider instance per model, built on first use."""
+
+    def __init__(
+        self, specs: Mapping[str, ModelSpec], environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._specs = dict(specs)
+        self._environ = os.environ if environ is None else environ
+        self._providers: dict[str, ChatModelProvider] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls, path: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> ModelRegistry:
+        """Read a registry file; None reads the one shipped with inferq."""
+        env = os.environ if environ is None else environ
+        if path is None:
+            text = resources.files("inferq").joinpath("models.yaml").read_text(encoding="utf-8")
+            return cls.parse(text, "the shipped models.yaml", env)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RegistryError(f"cannot read model registry {path}: {exc}") from exc
+        return cls.parse(text, str(path), env)
+
+    @classmethod
+    def parse(
+        cls, text: str, source: str, environ: Mapping[str, str] | None = None
+    ) -> ModelRegistry:
+        """Build a registry from YAML text; `source` names it in errors."""
+        env = os.environ if environ is None else environ
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"invalid model registry {source}: not YAML: {exc}") from exc
+        try:
+            parsed = _File.model_validate(data)
+        except ValidationError as exc:
+            raise RegistryError(f"invalid model registry {source}: {_problems(exc)}") from exc
+        specs = {name: _spec(name, entry, env) for name, entry in parsed.models.items()}
+        return cls(specs, env)
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(self._specs)
+            raise UnknownModel(f"unknown model {name!r}; known models: {known}") from None
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def specs(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def provider(self, name: str) -> ChatModelProvider:
+        """The model's provider, created once per registry and shared by all threads."""
+        spec = self.get(name)
+        with self._lock:
+            provider = self._providers.get(name)
+            if provider is None:
+                provider = PROVIDERS[spec.provider](name=name, params=self._params(spec))
+                self._providers[name] = provider
+            return provider
+
+    def close(self) -> None:
+        """Release every provider created so far."""
+        with self._lock:
+            providers, self._providers = list(self._providers.values()), {}
+        for provider in providers:
+            provider.close()
+
+    def _params(self, spec: ModelSpec) -> dict[str, Any]:
+        # The key is looked up here, not at load, so it never sits in a listed spec.
+        params = dict(spec.params)
+        env_name = params.get("api_key_env") or PROVIDERS[spec.provider].api_key_env
+        if not params.get("api_key") and env_name:
+            params["api_key"] = self._environ.get(env_name)
+        return params
+
+
+def _spec(name: str, entry: _Entry, environ: Mapping[str, str]) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        provider=entry.provider,
+        pool=entry.pool or _default_pool(entry.provider),
+        description=entry.description,
+        params=interpolate(entry.params, environ),
+        max_tokens=entry.max_tokens,
+        context_window=entry.context_window,
+    )
+
+
+def _default_pool(provider: str) -> Pool:
+    return "local" if PROVIDERS[provider].default_pool == "local" else "io"
+
+
+def interpolate(value: Any, environ: Mapping[str, str]) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string inside `value`.
+
+    An unset (or empty) variable without a default becomes "": an optional param reads
+    that as "not given" (a record path, a key the registry then looks up).
+    """
+    if isinstance(value, str):
+        return _ENV_REFERENCE.sub(lambda m: environ.get(m[1]) or m[2] or "", value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, environ) for v in value]
+    return value
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
+        for error in exc.errors()
+    )
