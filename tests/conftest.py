@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from inferq.embedded_redis import EmbeddedRedis
 
 from inferq.db.migrate import upgrade
+from inferq.embedded_redis import EmbeddedRedis
 
 TESTS = Path(__file__).resolve().parent
 LOCAL_REDIS = "redis://127.0.0.1:6379"

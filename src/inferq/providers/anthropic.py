@@ -30,6 +30,7 @@ class AnthropicProvider(ChatModelProvider):
     job sends its own)."""
 
     api_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
+    required_params: ClassVar[tuple[str, ...]] = ("model",)
 
     def build_chat_model(self) -> ChatAnthropic:
         return ChatAnthropic(

@@ -79,11 +79,21 @@ class ChatModelProvider(ABC):
     default_pool: ClassVar[str] = "io"
     # The environment variable the registry reads an API key from when `api_key` is unset.
     api_key_env: ClassVar[str | None] = None
+    # Params without which the model cannot be built.
+    required_params: ClassVar[tuple[str, ...]] = ()
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
     _model: BaseChatModel | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Raise ValueError when `params` cannot work, so a bad registry entry fails at
+        load rather than on its first job. Cheap: builds nothing."""
+        missing = [name for name in cls.required_params if not params.get(name)]
+        if missing:
+            raise ValueError(f"missing params: {', '.join(missing)}")
 
     @abstractmethod
     def build_chat_model(self) -> BaseChatModel:

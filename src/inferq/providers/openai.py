@@ -31,6 +31,7 @@ class OpenAIProvider(ChatModelProvider):
     """
 
     api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    required_params: ClassVar[tuple[str, ...]] = ("model",)
 
     def build_chat_model(self) -> ChatOpenAI:
         return ChatOpenAI(
@@ -79,4 +80,3 @@ def map_openai_error(exc: Exception) -> ProviderError:
         return ProviderRejected(f"{exc.status_code}: {exc.message}")
     # APIConnectionError, and anything else on the way (a broken stream).
     return ProviderUnavailable(detail)
-

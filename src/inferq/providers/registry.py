@@ -131,6 +131,8 @@ class ModelRegistry:
         except ValidationError as exc:
             raise RegistryError(f"invalid model registry {source}: {_problems(exc)}") from exc
         specs = {name: _spec(name, entry, env) for name, entry in parsed.models.items()}
+        for spec in specs.values():
+            _check_params(spec, source)
         return cls(specs, env)
 
     def get(self, name: str) -> ModelSpec:
@@ -182,6 +184,14 @@ def _spec(name: str, entry: _Entry, environ: Mapping[str, str]) -> ModelSpec:
         max_tokens=entry.max_tokens,
         context_window=entry.context_window,
     )
+
+
+def _check_params(spec: ModelSpec, source: str) -> None:
+    try:
+        PROVIDERS[spec.provider].check_params(spec.params)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        problem = f"models.{spec.name}.params: {exc}"
+        raise RegistryError(f"invalid model registry {source}: {problem}") from exc
 
 
 def _default_pool(provider: str) -> Pool:

@@ -13,7 +13,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.chat_models import generate_from_stream
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from inferq.errors import (
     ProviderError,
@@ -62,6 +62,8 @@ class SimulatedFailure(Exception):
 
 class SimulatedChatModel(BaseChatModel):
     """A chat model that streams deterministic filler text at a configured pace."""
+
+    model_config = ConfigDict(extra="forbid")
 
     latency_ms: float = Field(default=100.0, ge=0)
     tokens_per_second: float = Field(default=200.0, gt=0)
@@ -121,7 +123,7 @@ class SimulatedChatModel(BaseChatModel):
                 yield from _idle(1 / self.tokens_per_second)
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
         self._record(prompt, plan.text)
-        yield _final_chunk(plan, input_tokens=len(prompt.split()))
+        yield _final_chunk(plan, input_tokens=sum(len(m.text.split()) for m in messages))
 
     def _plan(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> _Plan:
         seed = kwargs.get("seed")
@@ -229,6 +231,11 @@ _ERRORS: dict[str, type[ProviderError]] = {
 @dataclass
 class SimProvider(ChatModelProvider):
     """The simulated provider; registry `params` are `SimulatedChatModel` fields."""
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        # Building the simulated model is cheap and validates every field.
+        SimulatedChatModel(**params)
 
     def build_chat_model(self) -> SimulatedChatModel:
         return SimulatedChatModel(**self.params)
