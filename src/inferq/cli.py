@@ -40,7 +40,10 @@ def serve() -> None:
     """Run API, workers and (if INFERQ_REDIS_URL is unset) an embedded Redis."""
     from inferq.serve import serve as run_serve
 
-    raise typer.Exit(run_serve(_settings(), say=lambda line: console.print(line, highlight=False)))
+    def say(line: str) -> None:
+        console.print(line, highlight=False, soft_wrap=True)
+
+    raise typer.Exit(run_serve(_settings(), say=say))
 
 
 @app.command()
