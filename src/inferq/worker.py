@@ -15,7 +15,9 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis
 import sqlalchemy as sa
@@ -56,13 +58,32 @@ class WorkerContext:
         return ClaimStore(self.engine)
 
 
-class JobRunner:
-    """Runs one job at a time per calling thread."""
+class Handler(Protocol):
+    """Runs one claimed job of a kind and says how it ended (never raises)."""
 
-    def __init__(self, ctx: WorkerContext, liveness: Liveness) -> None:
+    def __call__(
+        self, claimed: ClaimedJob, writer: StreamWriter, cancel: threading.Event
+    ) -> Outcome: ...
+
+
+FinishHook = Callable[[Job], None]
+
+
+class JobRunner:
+    """Claims a job, hands it to the handler for its kind, records how it ended."""
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        liveness: Liveness,
+        handlers: dict[str, Handler],
+        finish_hooks: Sequence[FinishHook] = (),
+    ) -> None:
         self.ctx = ctx
         self.liveness = liveness
         self.store = ctx.store
+        self.handlers = handlers
+        self.finish_hooks = finish_hooks
 
     def run(self, job_id: str) -> None:
         claimed = self.store.claim(job_id, self.ctx.worker_id)
@@ -79,7 +100,7 @@ class JobRunner:
             writer.reset(claimed.attempts)
         cancel = self.liveness.track(job_id)
         try:
-            outcome = self._generate(claimed, writer, cancel)
+            outcome = self._handle(claimed, writer, cancel)
         finally:
             self.liveness.untrack(job_id)
         job = self.store.finish(job_id, self.ctx.worker_id, outcome)
@@ -89,13 +110,47 @@ class JobRunner:
         writer.terminal(job)
         self.ctx.redis.delete(redis_keys.cancel_flag(job_id))
         log.info("job %s %s (attempt %d)", job_id, job.status, job.attempts)
+        self.finished(job)
 
-    def _generate(
+    def finished(self, job: Job) -> None:
+        """Tell the finish hooks (batch progress, ...) that a job ended."""
+        for hook in self.finish_hooks:
+            try:
+                hook(job)
+            except Exception:
+                log.exception("finish hook failed for job %s", job.id)
+
+    def _handle(
+        self, claimed: ClaimedJob, writer: StreamWriter, cancel: threading.Event
+    ) -> Outcome:
+        handler = self.handlers.get(claimed.kind)
+        if handler is None:
+            return Outcome(
+                "failed",
+                error_type="unknown_kind",
+                error_message=f"no handler for jobs of kind {claimed.kind!r}",
+            )
+        try:
+            return handler(claimed, writer, cancel)
+        except Exception as exc:
+            log.exception("job %s: unexpected error", claimed.id)
+            return Outcome(
+                "failed", error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}"
+            )
+
+
+class GenerateHandler:
+    """Chat and completion jobs: stream the provider's deltas into the job's stream."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def __call__(
         self, claimed: ClaimedJob, writer: StreamWriter, cancel: threading.Event
     ) -> Outcome:
         parts: list[str] = []
         try:
-            provider = self.ctx.registry.provider(claimed.model)
+            provider = self.registry.provider(claimed.model)
             for event in provider.stream(claimed.request, cancel):
                 if isinstance(event, Delta):
                     parts.append(event.text)
@@ -116,14 +171,6 @@ class JobRunner:
             )
         except InferqError as exc:
             return Outcome("failed", error_type=exc.slug, error_message=exc.detail)
-        except Exception as exc:
-            log.exception("job %s: unexpected error", claimed.id)
-            return Outcome(
-                "failed",
-                "".join(parts) or None,
-                error_type="internal_error",
-                error_message=f"{type(exc).__name__}: {exc}",
-            )
 
 
 def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerContext:
@@ -150,7 +197,9 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     liveness = Liveness(
         ctx.redis, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
     )
-    runner = JobRunner(ctx, liveness)
+    handlers: dict[str, Handler] = {"generate": GenerateHandler(ctx.registry)}
+    finish_hooks: list[FinishHook] = []
+    runner = JobRunner(ctx, liveness, handlers, finish_hooks)
     reaper = Reaper(
         ctx.store,
         ctx.redis,
@@ -186,6 +235,12 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         liveness.stop()
         ctx.engine.dispose()
     return int(worker.exitcode or 0)
+
+
+def _ended(ctx: WorkerContext, runner: JobRunner, job: Job) -> None:
+    """A job the reaper ended (cancelled, or out of attempts) gets its terminal event."""
+    StreamWriter(ctx.redis, job.id, ctx.settings.result_ttl_seconds, 1).terminal(job)
+    runner.finished(job)
 
 
 def _pool_of(ctx: WorkerContext, model: str) -> str:

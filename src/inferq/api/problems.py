@@ -19,14 +19,58 @@ from inferq.errors import (
     MethodNotAllowed,
     NotFound,
     StoreUnavailable,
+    UnknownModel,
 )
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
+OPENAI_ROUTES = ("/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/files", "/v1/batches")
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error(error: InferqError) -> tuple[int, dict[str, Any]]:
+    """The status and body OpenAI's SDKs expect for this error.
+
+    OpenAI answers 400 for every invalid parameter and 404 for an unknown model, and the
+    SDKs pick their exception class by status, so 422s become 400s here.
+    """
+    status = 404 if isinstance(error, UnknownModel) else error.status
+    if status == 422:
+        status = 400
+    errors = error.extra.get("errors") or [{}]
+    loc = [str(p) for p in errors[0].get("loc", []) if p != "body"]
+    body = {
+        "error": {
+            "message": error.detail,
+            "type": _OPENAI_TYPES.get(
+                status, "api_error" if status >= 500 else "invalid_request_error"
+            ),
+            "param": ".".join(loc) or None,
+            "code": error.slug.replace("-", "_"),
+        }
+    }
+    for name, value in error.extra.items():
+        if name != "errors":
+            body["error"][name] = value
+    return status, body
+
+
 def problem_response(error: InferqError, request: Request) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    if request.url.path.startswith(OPENAI_ROUTES):
+        status, body = openai_error(error)
+        return JSONResponse(body, status_code=status, headers=headers)
     return JSONResponse(
         error.problem(instance=request.url.path),
         status_code=error.status,

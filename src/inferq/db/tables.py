@@ -44,6 +44,8 @@ jobs = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id"), nullable=False),
+    # generate (chat or completion) | embed: picks the worker's handler.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="generate"),
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("priority", sa.String(8), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -55,6 +57,10 @@ jobs = sa.Table(
     sa.Column("completion_tokens", sa.Integer(), nullable=True),
     sa.Column("error_type", sa.String(64), nullable=True),
     sa.Column("error_message", sa.Text(), nullable=True),
+    # Kind-specific result beyond text (e.g. embedding vectors).
+    sa.Column("result", sa.JSON(), nullable=True),
+    sa.Column("batch_id", sa.String(64), nullable=True),
+    sa.Column("custom_id", sa.String(512), nullable=True),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("worker_id", sa.String(128), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
@@ -63,4 +69,5 @@ jobs = sa.Table(
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     sa.Index("ix_jobs_key_created", "key_id", "created_at", "id"),
     sa.Index("ix_jobs_status", "status"),
+    sa.Index("ix_jobs_batch", "batch_id", "status"),
 )

@@ -20,10 +20,17 @@ from inferq.providers.base import GenerationRequest
 @dataclass(frozen=True)
 class ClaimedJob:
     id: str
+    kind: str
     model: str
     priority: str
     attempts: int
-    request: GenerationRequest
+    payload: dict[str, Any]
+    batch_id: str | None = None
+
+    @property
+    def request(self) -> GenerationRequest:
+        """The payload of a `generate` job."""
+        return GenerationRequest(**self.payload)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Outcome:
     completion_tokens: int | None = None
     error_type: str | None = None
     error_message: str | None = None
+    result: dict[str, Any] | None = None
 
 
 class ClaimStore:
@@ -56,15 +64,22 @@ class ClaimStore:
                 attempts=jobs.c.attempts + 1,
                 started_at=sa.func.coalesce(jobs.c.started_at, sa.literal(utcnow(), UTCDateTime())),
             )
-            .returning(jobs.c.id, jobs.c.model, jobs.c.priority, jobs.c.attempts, jobs.c.request)
+            .returning(
+                jobs.c.id,
+                jobs.c.kind,
+                jobs.c.model,
+                jobs.c.priority,
+                jobs.c.attempts,
+                jobs.c.request,
+                jobs.c.batch_id,
+            )
         )
         with self.engine.begin() as conn:
             row = conn.execute(statement).first()
         if row is None:
             return None
-        request: dict[str, Any] = row.request
         return ClaimedJob(
-            row.id, row.model, row.priority, row.attempts, GenerationRequest(**request)
+            row.id, row.kind, row.model, row.priority, row.attempts, row.request, row.batch_id
         )
 
     def finish(self, job_id: str, worker_id: str, outcome: Outcome) -> Job | None:
@@ -80,6 +95,7 @@ class ClaimStore:
                 completion_tokens=outcome.completion_tokens,
                 error_type=outcome.error_type,
                 error_message=outcome.error_message,
+                result=outcome.result,
                 finished_at=utcnow(),
             )
             .returning(*jobs.c)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,50 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError("not a cursor") from exc
 
 
+EMPTY_RESULT: dict[str, Any] = {
+    "output_text": None,
+    "finish_reason": None,
+    "prompt_tokens": None,
+    "completion_tokens": None,
+    "error_type": None,
+    "error_message": None,
+    "started_at": None,
+    "finished_at": None,
+}
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job about to be inserted: `payload` is what the worker's handler for `kind` reads."""
+
+    key_id: str
+    model: str
+    priority: str
+    payload: dict[str, Any]
+    metadata: dict[str, str] = field(default_factory=dict)
+    kind: str = "generate"
+    batch_id: str | None = None
+    custom_id: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "key_id": self.key_id,
+            "kind": self.kind,
+            "model": self.model,
+            "priority": self.priority,
+            "status": "queued",
+            "request": self.payload,
+            "metadata": self.metadata,
+            "batch_id": self.batch_id,
+            "custom_id": self.custom_id,
+            "attempts": 0,
+            "cancel_requested": False,
+            "created_at": now,
+        }
+
+
 class JobStore:
     """Reads and writes job rows on behalf of API keys."""
 
@@ -42,44 +87,33 @@ class JobStore:
         self.engine = engine
 
     async def create(self, key_id: str, job: JobCreate) -> Job:
-        """Insert a queued job and commit it (before anything is enqueued)."""
-        now = utcnow()
+        """Insert a queued generation job and commit it (before anything is enqueued)."""
         generation = job.generation()
-        row: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "key_id": key_id,
-            "model": job.model,
-            "priority": job.priority,
-            "status": "queued",
-            "request": {
-                "messages": generation.messages,
-                "prompt": generation.prompt,
-                "max_tokens": generation.max_tokens,
-                "temperature": generation.temperature,
-                "top_p": generation.top_p,
-                "stop": generation.stop,
-                "seed": generation.seed,
-            },
-            "metadata": job.metadata,
-            "attempts": 0,
-            "cancel_requested": False,
-            "created_at": now,
-        }
+        return await self.insert(
+            NewJob(
+                key_id=key_id,
+                model=job.model,
+                priority=job.priority,
+                payload=asdict(generation),
+                metadata=job.metadata,
+            )
+        )
+
+    async def insert(self, new: NewJob) -> Job:
+        """Insert one queued job of any kind and commit it."""
+        row = new.row(utcnow())
         async with self.engine.begin() as conn:
             await conn.execute(jobs.insert().values(**row))
-        return Job.from_row(
-            {
-                **row,
-                "output_text": None,
-                "finish_reason": None,
-                "prompt_tokens": None,
-                "completion_tokens": None,
-                "error_type": None,
-                "error_message": None,
-                "started_at": None,
-                "finished_at": None,
-            }
-        )
+        return Job.from_row({**EMPTY_RESULT, **row})
+
+    async def insert_many(self, new_jobs: Sequence[NewJob]) -> list[str]:
+        """Insert queued jobs in one transaction; returns their ids in order."""
+        now = utcnow()
+        rows = [n.row(now) for n in new_jobs]
+        if rows:
+            async with self.engine.begin() as conn:
+                await conn.execute(jobs.insert(), rows)
+        return [r["id"] for r in rows]
 
     async def get(self, key_id: str, job_id: str) -> Job | None:
         """The job, if it exists and belongs to this key."""
