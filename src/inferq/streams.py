@@ -7,6 +7,7 @@ duplicate. A `reset` tells readers to drop the text of a previous, interrupted a
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,3 +99,17 @@ async def stream_exists(client: aioredis.Redis, job_id: str) -> bool:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def wait_terminal(client: aioredis.Redis, job_id: str, timeout: float) -> Job | None:
+    """Block until the job's terminal event arrives; None after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    cursor = "0"
+    while (left := deadline - loop.time()) > 0:
+        events = await read_after(client, job_id, cursor, block_ms=max(1, int(min(left, 5) * 1000)))
+        for event in events:
+            cursor = event.id
+            if event.event in TERMINAL_EVENTS:
+                return Job.model_validate_json(event.data)
+    return None

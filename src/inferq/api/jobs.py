@@ -6,15 +6,14 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from starlette.concurrency import run_in_threadpool
 
 from inferq import redis_keys
 from inferq.api.deps import CurrentKey, ServicesDep, require_json
-from inferq.errors import Conflict, InvalidRequest, JobNotFound, QueueUnavailable
+from inferq.api.submission import publish
+from inferq.errors import Conflict, InvalidRequest, JobNotFound
 from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
 from inferq.jobs.store import decode_cursor
 from inferq.jobs.validation import check_limits
-from inferq.queue import enqueue
 from inferq.streams import append_terminal
 
 log = logging.getLogger(__name__)
@@ -41,12 +40,7 @@ async def create_job(
     spec = services.registry.get(body.model)
     check_limits(body, services.settings, spec.max_tokens)
     job = await services.jobs.create(key_id, body)
-    try:
-        await run_in_threadpool(enqueue, services.celery, job.id, spec.pool, body.priority)
-    except Exception as exc:
-        log.warning("enqueue of %s failed: %s", job.id, exc)
-        await services.jobs.fail_unqueued(job.id, f"the broker refused the job: {exc}")
-        raise QueueUnavailable("the job queue is unreachable; try again later") from exc
+    await publish(services, job.id, spec.pool, body.priority)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
 
