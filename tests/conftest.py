@@ -131,7 +131,12 @@ class Service:
     """A running inferq: the API on a real port and worker processes."""
 
     def __init__(
-        self, root: Path, redis_url: str, database_url: str, broker_url: str | None
+        self,
+        root: Path,
+        redis_url: str,
+        database_url: str,
+        broker_url: str | None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.key = "iq_test_" + secrets.token_urlsafe(16)
@@ -154,6 +159,7 @@ class Service:
         }
         if broker_url:
             self.env["INFERQ_BROKER_URL"] = broker_url
+        self.env.update(extra_env or {})
         self.database_url = database_url
         self.redis_url = redis_url
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -225,8 +231,9 @@ def start_service(
     database_url: str,
     broker_url: str | None = None,
     workers: tuple[tuple[str, int], ...] = (("io", 32), ("local", 1)),
+    extra_env: dict[str, str] | None = None,
 ) -> Service:
-    service = Service(tmp, redis_url, database_url, broker_url)
+    service = Service(tmp, redis_url, database_url, broker_url, extra_env)
     service.start_api()
     for pool, concurrency in workers:
         service.start_worker(pool, concurrency)

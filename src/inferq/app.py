@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -33,6 +34,8 @@ class Services:
     registry: ModelRegistry
     jobs: JobStore
     keys: KeyStore
+    # Tasks that must outlive the request that started them (kept so they are not GC'd).
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -44,6 +47,8 @@ class Services:
                 settings.resolved_redis_url,
                 max_connections=2048,
                 socket_connect_timeout=2,
+                # Above the longest XREAD BLOCK (2 s) the stream readers issue.
+                socket_timeout=15,
                 health_check_interval=30,
             ),
             celery=make_celery(settings),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PRIORITIES = ("high", "normal", "low")
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = 600
     max_attempts: int = 3
     sse_ping_seconds: float = 15.0
+    # OpenAI-style routes: how long a non-stream request waits for its job before it
+    # answers 504 naming the job id, and what a streaming client's disconnect does.
+    sync_wait_seconds: float = 120.0
+    stream_disconnect: Literal["cancel", "continue"] = "cancel"
 
     # Workers.
     io_concurrency: int = 256
@@ -96,4 +101,4 @@ def get_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-__all__ = ["EMBEDDED_REDIS_URL_FILE", "PRIORITIES", "Field", "Settings", "get_settings"]
+__all__ = ["EMBEDDED_REDIS_URL_FILE", "PRIORITIES", "Settings", "get_settings"]

@@ -10,6 +10,8 @@
     ├── NotFound                404
     │   └── JobNotFound         404
     ├── Conflict                409
+    ├── JobFailed               502  a synchronous route's job failed
+    ├── JobPending              504  a synchronous route stopped waiting (the job goes on)
     ├── ServiceUnavailable      503
     │   ├── QueueUnavailable    503  the broker cannot take the job
     │   └── StoreUnavailable    503  the database or Redis is unreachable
@@ -36,9 +38,12 @@ class InferqError(Exception):
     slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str = "", **extra: Any) -> None:
+    def __init__(
+        self, detail: str = "", headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
+        self.headers = headers or {}
         self.extra = extra
 
     def problem(self, instance: str | None = None) -> dict[str, Any]:
@@ -111,6 +116,22 @@ class Conflict(InferqError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+class JobPending(InferqError):
+    """A synchronous route stopped waiting; the job goes on and can be polled."""
+
+    status = 504
+    slug = "job-pending"
+    title = "The job has not finished yet"
+
+
+class JobFailed(InferqError):
+    """A synchronous route's job failed at the provider."""
+
+    status = 502
+    slug = "job-failed"
+    title = "The job failed"
 
 
 class ServiceUnavailable(InferqError):

@@ -107,7 +107,7 @@ async def wait_terminal(client: aioredis.Redis, job_id: str, timeout: float) -> 
     deadline = loop.time() + timeout
     cursor = "0"
     while (left := deadline - loop.time()) > 0:
-        events = await read_after(client, job_id, cursor, block_ms=max(1, int(min(left, 5) * 1000)))
+        events = await read_after(client, job_id, cursor, block_ms=max(1, int(min(left, 2) * 1000)))
         for event in events:
             cursor = event.id
             if event.event in TERMINAL_EVENTS:

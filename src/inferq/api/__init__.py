@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from inferq.api import events, health, jobs, models
+from inferq.api import completions, events, health, jobs, models
 
 router = APIRouter()
 router.include_router(health.router)
 router.include_router(models.router)
 router.include_router(jobs.router)
 router.include_router(events.router)
+router.include_router(completions.router)

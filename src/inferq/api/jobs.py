@@ -7,14 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from inferq import redis_keys
 from inferq.api.deps import CurrentKey, ServicesDep, require_json
-from inferq.api.submission import publish
+from inferq.api.submission import cancel, publish
 from inferq.errors import Conflict, InvalidRequest, JobNotFound
 from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
 from inferq.jobs.store import decode_cursor
 from inferq.jobs.validation import check_limits
-from inferq.streams import append_terminal
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -75,19 +73,11 @@ async def cancel_job(
     job_id: str, key_id: CurrentKey, services: ServicesDep, response: Response
 ) -> Job:
     """Cancel: a queued job never runs; a running one stops and keeps its partial output."""
-    job = await _job_or_404(services, key_id, job_id)
-    ttl = services.settings.result_ttl_seconds
-    if job.status == "queued" and await services.jobs.cancel_queued(key_id, job_id):
-        job = await _job_or_404(services, key_id, job_id)
-        await append_terminal(services.redis, job, ttl)
-        return job
-    if job.status in ("queued", "running") and await services.jobs.request_cancel(key_id, job_id):
-        await services.redis.set(
-            redis_keys.cancel_flag(job_id), b"1", ex=services.settings.visibility_timeout_seconds
-        )
+    await _job_or_404(services, key_id, job_id)
+    job, requested = await cancel(services, key_id, job_id)
+    if requested:
         response.status_code = 202
-        return await _job_or_404(services, key_id, job_id)
-    job = await _job_or_404(services, key_id, job_id)
+        return job
     if job.status == "cancelled":
         return job
     raise Conflict(f"the job has already {job.status}", job_status=job.status)

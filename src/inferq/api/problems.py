@@ -67,7 +67,9 @@ def openai_error(error: InferqError) -> tuple[int, dict[str, Any]]:
 
 
 def problem_response(error: InferqError, request: Request) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers = dict(error.headers)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if request.url.path.startswith(OPENAI_ROUTES):
         status, body = openai_error(error)
         return JSONResponse(body, status_code=status, headers=headers)

@@ -70,6 +70,9 @@ class SimulatedChatModel(BaseChatModel):
     output_tokens: int = Field(default=32, ge=0)
     failure_rate: float = Field(default=0.0, ge=0, le=1)
     failure_kind: FailureKind = "unavailable"
+    # A failure strikes after this many tokens were streamed: 0 fails before any
+    # output, more simulates a stream cut mid-answer.
+    fail_after_tokens: int = Field(default=0, ge=0)
     retry_after_seconds: float = Field(default=1.0, ge=0)
     seed: int = 0
     record_path: Path | None = None
@@ -95,6 +98,7 @@ class SimulatedChatModel(BaseChatModel):
             "output_tokens": self.output_tokens,
             "failure_rate": self.failure_rate,
             "failure_kind": self.failure_kind,
+            "fail_after_tokens": self.fail_after_tokens,
         }
 
     def _generate(
@@ -116,12 +120,15 @@ class SimulatedChatModel(BaseChatModel):
         prompt = render_prompt(messages)
         plan = self._plan(prompt, stop, kwargs)
         yield from _idle(self.latency_ms / 1000)
-        if self._failure_rng.random() < self.failure_rate:
-            raise SimulatedFailure(self.failure_kind, self.retry_after_seconds)
+        fails = self._failure_rng.random() < self.failure_rate
         for i, token in enumerate(plan.tokens):
+            if fails and i == self.fail_after_tokens:
+                raise SimulatedFailure(self.failure_kind, self.retry_after_seconds)
             if i:
                 yield from _idle(1 / self.tokens_per_second)
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+        if fails:
+            raise SimulatedFailure(self.failure_kind, self.retry_after_seconds)
         self._record(prompt, plan.text)
         yield _final_chunk(plan, input_tokens=sum(len(m.text.split()) for m in messages))
 

@@ -1,0 +1,191 @@
+"""`POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's API on the job queue.
+
+Every request becomes a job (high priority unless `priority` says otherwise); this process
+never runs inference. The job id travels in `x-inferq-job-id`, so a client can fall back
+to `/v1/jobs/{id}` and its event stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from inferq.api.deps import CurrentKey, ServicesDep, require_json
+from inferq.api.submission import cancel, submit
+from inferq.errors import JobFailed, JobPending
+from inferq.jobs.schemas import TERMINAL_STATUSES, Job
+from inferq.jobs.store import NewJob
+from inferq.oai import format
+from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
+from inferq.streams import TERMINAL_EVENTS, read_after, wait_terminal
+
+if TYPE_CHECKING:
+    from inferq.app import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_json)])
+Request = ChatCompletionRequest | CompletionRequest
+JOB_HEADER = "x-inferq-job-id"
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, key_id: CurrentKey, services: ServicesDep
+) -> Response:
+    """A chat completion, streamed (`stream: true`) or whole."""
+    return await _complete(body, key_id, services, chat=True)
+
+
+@router.post("/completions")
+async def completions(
+    body: CompletionRequest, key_id: CurrentKey, services: ServicesDep
+) -> Response:
+    """A text completion of `prompt`, streamed or whole."""
+    return await _complete(body, key_id, services, chat=False)
+
+
+async def _complete(body: Request, key_id: str, services: Services, chat: bool) -> Response:
+    spec = services.registry.get(body.model)
+    job_request = checked_job(body.to_job(), spec, services.settings)
+    new = NewJob(
+        key_id=key_id,
+        model=job_request.model,
+        priority=job_request.priority,
+        payload=asdict(job_request.generation()),
+        metadata=job_request.metadata,
+    )
+    job = await submit(services, new, spec.pool)
+    headers = {JOB_HEADER: job.id}
+    if body.stream:
+        chunks = _chunks(services, key_id, job, chat, body.include_usage)
+        return StreamingResponse(
+            _sse(chunks),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    final = await _wait(services, key_id, job.id, headers)
+    if final.status == "succeeded":
+        rendered = format.chat_completion(final) if chat else format.text_completion(final)
+        return JSONResponse(rendered, headers=headers)
+    error = final.error
+    raise JobFailed(
+        error.message if error else f"the job ended {final.status}",
+        headers=headers,
+        job_id=final.id,
+        job_status=final.status,
+    )
+
+
+async def _wait(services: Services, key_id: str, job_id: str, headers: dict[str, str]) -> Job:
+    """The finished job, or JobPending naming it once the configured wait is over."""
+    final = await wait_terminal(services.redis, job_id, services.settings.sync_wait_seconds)
+    if final is None:
+        # The terminal event may be missing (stream expired, worker died between its
+        # writes): the row is the truth.
+        row = await services.jobs.get(key_id, job_id)
+        if row is None or row.status not in TERMINAL_STATUSES:
+            raise JobPending(
+                f"job {job_id} is still running; poll /v1/jobs/{job_id}",
+                headers=headers,
+                job_id=job_id,
+            )
+        final = row
+    return final
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any] | str]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        data = chunk.encode() if isinstance(chunk, str) else orjson.dumps(chunk)
+        yield b"data: " + data + b"\n\n"
+
+
+async def _chunks(
+    services: Services, key_id: str, job: Job, chat: bool, include_usage: bool
+) -> AsyncIterator[dict[str, Any] | str]:
+    """OpenAI chunks from the job's stream; `[DONE]` only after a success.
+
+    A failure, a cancellation, or a restart of the job after text was already sent ends
+    the stream with an error object instead, so it never looks like a clean completion.
+    """
+    piece: Callable[..., dict[str, Any]] = format.chat_chunk if chat else format.text_chunk
+    finished = False
+    sent_text = False
+    try:
+        if chat:
+            yield format.chat_chunk(job, role=True, content="")
+        cursor = "0"
+        while True:
+            events = await read_after(services.redis, job.id, cursor, block_ms=2000)
+            if not events:
+                row = await services.jobs.get(key_id, job.id)
+                if row is not None and row.status in TERMINAL_STATUSES:
+                    events = await read_after(services.redis, job.id, cursor, block_ms=200)
+                    if not events:  # the terminal event never reached the stream
+                        async for chunk in _ending(row, piece, include_usage, chat):
+                            yield chunk
+                        finished = True
+                        return
+                continue
+            for event in events:
+                cursor = event.id
+                if event.event == "delta":
+                    text = orjson.loads(event.data)["text"]
+                    sent_text = True
+                    yield piece(job, content=text) if chat else piece(job, text=text)
+                elif event.event == "reset" and sent_text:
+                    finished = True
+                    yield format.error_body(
+                        "the job restarted after a worker failure; the partial output above is "
+                        f"void. Fetch the result from /v1/jobs/{job.id}",
+                        "api_error",
+                        "job_restarted",
+                        job_id=job.id,
+                    )
+                    return
+                elif event.event in TERMINAL_EVENTS:
+                    final = Job.model_validate_json(event.data)
+                    async for chunk in _ending(final, piece, include_usage, chat):
+                        yield chunk
+                    finished = True
+                    return
+    finally:
+        if not finished and services.settings.stream_disconnect == "cancel":
+            _cancel_in_background(services, key_id, job.id)
+
+
+async def _ending(
+    final: Job, piece: Callable[..., dict[str, Any]], include_usage: bool, chat: bool
+) -> AsyncIterator[dict[str, Any] | str]:
+    if final.status != "succeeded":
+        if final.status == "cancelled":
+            yield format.error_body(
+                "the job was cancelled", "api_error", "cancelled", job_id=final.id
+            )
+        else:
+            yield format.job_error(final)
+        return
+    yield piece(final, finish=format.finish_reason(final))
+    if include_usage:
+        yield piece(final, empty=True, with_usage=format.usage(final))
+    yield "[DONE]"
+
+
+def _cancel_in_background(services: Services, key_id: str, job_id: str) -> None:
+    """The client went away mid-stream: stop the job (the request task is being torn down)."""
+
+    async def run() -> None:
+        try:
+            await cancel(services, key_id, job_id)
+        except Exception:
+            log.exception("could not cancel job %s after a disconnect", job_id)
+
+    task = asyncio.get_running_loop().create_task(run())
+    services.background.add(task)
+    task.add_done_callback(services.background.discard)
