@@ -17,3 +17,8 @@ def cancel_flag(job_id: str) -> str:
 def worker_alive(worker_id: str) -> str:
     """Present while the worker process heartbeats; expires when it dies."""
     return f"{PREFIX}worker:{worker_id}"
+
+
+def breaker(endpoint: str) -> str:
+    """A provider endpoint's circuit-breaker state (a hash)."""
+    return f"{PREFIX}breaker:{endpoint}"

@@ -1,0 +1,144 @@
+"""A circuit breaker per provider endpoint, shared by every worker through Redis.
+
+    closed ──(failure rate ≥ threshold over ≥ min_calls in the window)──▶ open
+    open ──(open_seconds later, on the next call)──▶ half_open
+    half_open: at most `probes` real calls go through;
+        a probe succeeds ──▶ closed        a probe fails ──▶ open again
+
+Only real traffic feeds it: no synthetic probes that would cost money. Each transition
+is one Lua script, so workers on many machines agree on the state. The window is fixed
+(counters reset every `window_seconds`), which is simple and bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from inferq import redis_keys
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+ALLOW = (
+    _NOW
+    + """
+local key, open_ms, probes_max, idle = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local state = redis.call('HGET', key, 'state') or 'closed'
+if state == 'closed' then return {1, state} end
+if state == 'open' then
+  if now - tonumber(redis.call('HGET', key, 'opened_at') or '0') < open_ms then
+    return {0, state}
+  end
+  redis.call('HSET', key, 'state', 'half_open', 'probes', 0, 'half_open_at', now)
+  state = 'half_open'
+end
+local probes = tonumber(redis.call('HGET', key, 'probes') or '0')
+-- Probes lost with a dead worker must not keep the circuit half-open for ever.
+if probes >= probes_max and now - tonumber(redis.call('HGET', key, 'half_open_at') or '0') > open_ms then
+  redis.call('HSET', key, 'probes', 0, 'half_open_at', now)
+  probes = 0
+end
+if probes < probes_max then
+  redis.call('HINCRBY', key, 'probes', 1)
+  redis.call('EXPIRE', key, idle)
+  return {1, state}
+end
+return {0, state}
+"""
+)
+
+RECORD = (
+    _NOW
+    + """
+local key, ok = KEYS[1], ARGV[1] == '1'
+local window_ms, min_calls, threshold, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local state = redis.call('HGET', key, 'state') or 'closed'
+redis.call('EXPIRE', key, idle)
+if state == 'half_open' then
+  if ok then
+    redis.call('HSET', key, 'state', 'closed', 'calls', 0, 'failures', 0, 'window_start', now)
+    redis.call('HDEL', key, 'probes', 'half_open_at', 'opened_at')
+  else
+    redis.call('HSET', key, 'state', 'open', 'opened_at', now)
+  end
+  return state
+end
+if state == 'open' then return state end
+if now - tonumber(redis.call('HGET', key, 'window_start') or '0') >= window_ms then
+  redis.call('HSET', key, 'window_start', now, 'calls', 0, 'failures', 0)
+end
+local calls = redis.call('HINCRBY', key, 'calls', 1)
+local failures = tonumber(redis.call('HGET', key, 'failures') or '0')
+if not ok then failures = redis.call('HINCRBY', key, 'failures', 1) end
+if calls >= min_calls and failures / calls >= threshold then
+  redis.call('HSET', key, 'state', 'open', 'opened_at', now)
+  return 'open'
+end
+return 'closed'
+"""
+)
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    failure_threshold: float = 0.5
+    min_calls: int = 10
+    window_seconds: float = 30.0
+    open_seconds: float = 15.0
+    half_open_probes: int = 2
+    idle_expiry_seconds: int = 86_400
+
+
+class CircuitBreaker:
+    def __init__(self, client: redis.Redis, config: BreakerConfig | None = None) -> None:
+        self.client = client
+        self.config = config or BreakerConfig()
+        self._allow = client.register_script(ALLOW)
+        self._record = client.register_script(RECORD)
+
+    def allow(self, endpoint: str) -> bool:
+        """May a call to `endpoint` go ahead now? (In half-open, it takes a probe slot.)"""
+        c = self.config
+        allowed, _state = self._allow(
+            keys=[redis_keys.breaker(endpoint)],
+            args=[int(c.open_seconds * 1000), c.half_open_probes, c.idle_expiry_seconds],
+        )
+        return bool(int(allowed))
+
+    def record(self, endpoint: str, ok: bool) -> str:
+        """Feed the outcome of a real call; returns the state after it."""
+        c = self.config
+        state = self._record(
+            keys=[redis_keys.breaker(endpoint)],
+            args=[
+                "1" if ok else "0",
+                int(c.window_seconds * 1000),
+                c.min_calls,
+                c.failure_threshold,
+                c.idle_expiry_seconds,
+            ],
+        )
+        return state.decode() if isinstance(state, bytes) else str(state)
+
+    def state(self, endpoint: str) -> dict[str, Any]:
+        raw = self.client.hgetall(redis_keys.breaker(endpoint))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return {
+            "endpoint": endpoint,
+            "state": fields.get("state", "closed"),
+            "calls": int(fields.get("calls", 0)),
+            "failures": int(fields.get("failures", 0)),
+        }
+
+    def states(self) -> list[dict[str, Any]]:
+        prefix = redis_keys.breaker("")
+        endpoints = sorted(
+            key.decode().removeprefix(prefix)
+            for key in self.client.scan_iter(match=prefix + "*", count=500)
+        )
+        return [self.state(e) for e in endpoints]
