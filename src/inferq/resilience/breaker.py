@@ -39,7 +39,8 @@ if state == 'open' then
 end
 local probes = tonumber(redis.call('HGET', key, 'probes') or '0')
 -- Probes lost with a dead worker must not keep the circuit half-open for ever.
-if probes >= probes_max and now - tonumber(redis.call('HGET', key, 'half_open_at') or '0') > open_ms then
+local since = now - tonumber(redis.call('HGET', key, 'half_open_at') or '0')
+if probes >= probes_max and since > open_ms then
   redis.call('HSET', key, 'probes', 0, 'half_open_at', now)
   probes = 0
 end
@@ -56,7 +57,8 @@ RECORD = (
     _NOW
     + """
 local key, ok = KEYS[1], ARGV[1] == '1'
-local window_ms, min_calls, threshold, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local window_ms, min_calls = tonumber(ARGV[2]), tonumber(ARGV[3])
+local threshold, idle = tonumber(ARGV[4]), ARGV[5]
 local state = redis.call('HGET', key, 'state') or 'closed'
 redis.call('EXPIRE', key, idle)
 if state == 'half_open' then
@@ -126,7 +128,7 @@ class CircuitBreaker:
         return state.decode() if isinstance(state, bytes) else str(state)
 
     def state(self, endpoint: str) -> dict[str, Any]:
-        raw = self.client.hgetall(redis_keys.breaker(endpoint))
+        raw: dict[bytes, bytes] = self.client.hgetall(redis_keys.breaker(endpoint))  # type: ignore[assignment]
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         return {
             "endpoint": endpoint,
@@ -138,7 +140,7 @@ class CircuitBreaker:
     def states(self) -> list[dict[str, Any]]:
         prefix = redis_keys.breaker("")
         endpoints = sorted(
-            key.decode().removeprefix(prefix)
+            (key.decode() if isinstance(key, bytes) else key).removeprefix(prefix)
             for key in self.client.scan_iter(match=prefix + "*", count=500)
         )
         return [self.state(e) for e in endpoints]
