@@ -42,13 +42,32 @@ class Settings(BaseSettings):
 
     # Jobs and their hot data.
     result_ttl_seconds: int = 3600
+    # Total time a job may take, across attempts and fallbacks (a model may set its own).
     job_timeout_seconds: int = 600
+    # How many times a job may be delivered to a worker that then died.
     max_attempts: int = 3
+
+    # The retry policy for provider calls (a model may override it in the registry).
+    retry_max_attempts: int = 3
+    retry_base_delay_seconds: float = 0.5
+    retry_max_delay_seconds: float = 20.0
+    retry_max_elapsed_seconds: float = 120.0
+
+    # Circuit breaker per provider endpoint, shared through Redis.
+    breaker_failure_threshold: float = 0.5
+    breaker_min_calls: int = 10
+    breaker_window_seconds: float = 30.0
+    breaker_open_seconds: float = 15.0
+    breaker_half_open_probes: int = 2
     sse_ping_seconds: float = 15.0
     # OpenAI-style routes: how long a non-stream request waits for its job before it
     # answers 504 naming the job id, and what a streaming client's disconnect does.
     sync_wait_seconds: float = 120.0
     stream_disconnect: Literal["cancel", "continue"] = "cancel"
+
+    # Files and batches (OpenAI's limits: 200 MB files, 50,000 requests per batch).
+    max_file_bytes: int = 100 * 1024 * 1024
+    max_batch_requests: int = 50_000
 
     # Workers.
     io_concurrency: int = 256

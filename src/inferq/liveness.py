@@ -17,6 +17,20 @@ from inferq import redis_keys
 log = logging.getLogger(__name__)
 
 
+class StopSignal(threading.Event):
+    """Set when a running job must stop; `reason` says why: "cancelled" or "timeout"."""
+
+    def __init__(self, deadline: float | None = None) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
 class Liveness:
     def __init__(
         self,
@@ -31,7 +45,7 @@ class Liveness:
         self.ttl_ms = int(ttl_seconds * 1000)
         self.heartbeat_seconds = heartbeat_seconds
         self.cancel_poll_seconds = cancel_poll_seconds
-        self._in_flight: dict[str, threading.Event] = {}
+        self._in_flight: dict[str, StopSignal] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="inferq-liveness", daemon=True)
@@ -51,12 +65,13 @@ class Liveness:
     def beat(self) -> None:
         self.client.set(redis_keys.worker_alive(self.worker_id), b"1", px=self.ttl_ms)
 
-    def track(self, job_id: str) -> threading.Event:
-        """Start watching a job's cancel flag; the event is set when it is cancelled."""
-        event = threading.Event()
+    def track(self, job_id: str, timeout_seconds: float | None = None) -> StopSignal:
+        """Watch a job's cancel flag and its deadline; the signal is set when either hits."""
+        deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+        signal = StopSignal(deadline)
         with self._lock:
-            self._in_flight[job_id] = event
-        return event
+            self._in_flight[job_id] = signal
+        return signal
 
     def untrack(self, job_id: str) -> None:
         with self._lock:
@@ -67,10 +82,14 @@ class Liveness:
             watched = list(self._in_flight.items())
         if not watched:
             return
+        now = time.monotonic()
+        for _, signal in watched:
+            if signal.deadline is not None and now >= signal.deadline:
+                signal.stop("timeout")
         flags = self.client.mget([redis_keys.cancel_flag(job_id) for job_id, _ in watched])
-        for (_, event), flag in zip(watched, flags, strict=True):
+        for (_, signal), flag in zip(watched, flags, strict=True):
             if flag is not None:
-                event.set()
+                signal.stop("cancelled")
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.heartbeat_seconds

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,14 +25,15 @@ from celery import Celery
 from inferq import redis_keys
 from inferq.config import Settings
 from inferq.db.engine import create_sync
-from inferq.errors import InferqError, ProviderError
+from inferq.errors import InferqError
+from inferq.generation import GenerateHandler
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
 from inferq.jobs.schemas import Job
-from inferq.liveness import Liveness
-from inferq.providers.base import Delta, Finish
+from inferq.liveness import Liveness, StopSignal
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
+from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
 from inferq.streams import StreamWriter
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ class WorkerContext:
 class Handler(Protocol):
     """Runs one claimed job of a kind and says how it ended (never raises)."""
 
-    def __call__(
-        self, claimed: ClaimedJob, writer: StreamWriter, cancel: threading.Event
-    ) -> Outcome: ...
+    def __call__(self, claimed: ClaimedJob, writer: StreamWriter, stop: StopSignal) -> Outcome: ...
 
 
 FinishHook = Callable[[Job], None]
@@ -98,9 +96,9 @@ class JobRunner:
         )
         if claimed.attempts > 1:
             writer.reset(claimed.attempts)
-        cancel = self.liveness.track(job_id)
+        stop = self.liveness.track(job_id, self._timeout(claimed.model))
         try:
-            outcome = self._handle(claimed, writer, cancel)
+            outcome = self._handle(claimed, writer, stop)
         finally:
             self.liveness.untrack(job_id)
         job = self.store.finish(job_id, self.ctx.worker_id, outcome)
@@ -120,9 +118,14 @@ class JobRunner:
             except Exception:
                 log.exception("finish hook failed for job %s", job.id)
 
-    def _handle(
-        self, claimed: ClaimedJob, writer: StreamWriter, cancel: threading.Event
-    ) -> Outcome:
+    def _timeout(self, model: str) -> float:
+        try:
+            own = self.ctx.registry.get(model).timeout_seconds
+        except InferqError:
+            own = None
+        return own or float(self.ctx.settings.job_timeout_seconds)
+
+    def _handle(self, claimed: ClaimedJob, writer: StreamWriter, stop: StopSignal) -> Outcome:
         handler = self.handlers.get(claimed.kind)
         if handler is None:
             return Outcome(
@@ -131,46 +134,12 @@ class JobRunner:
                 error_message=f"no handler for jobs of kind {claimed.kind!r}",
             )
         try:
-            return handler(claimed, writer, cancel)
+            return handler(claimed, writer, stop)
         except Exception as exc:
             log.exception("job %s: unexpected error", claimed.id)
             return Outcome(
                 "failed", error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}"
             )
-
-
-class GenerateHandler:
-    """Chat and completion jobs: stream the provider's deltas into the job's stream."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
-        self.registry = registry
-
-    def __call__(
-        self, claimed: ClaimedJob, writer: StreamWriter, cancel: threading.Event
-    ) -> Outcome:
-        parts: list[str] = []
-        try:
-            provider = self.registry.provider(claimed.model)
-            for event in provider.stream(claimed.request, cancel):
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                    writer.delta(event.text)
-                elif isinstance(event, Finish):
-                    status = "cancelled" if event.finish_reason == "cancelled" else "succeeded"
-                    return Outcome(
-                        status=status,
-                        text="".join(parts),
-                        finish_reason=event.finish_reason,
-                        prompt_tokens=event.prompt_tokens,
-                        completion_tokens=event.completion_tokens,
-                    )
-            raise ProviderError("the provider ended without a finish event")
-        except ProviderError as exc:
-            return Outcome(
-                "failed", "".join(parts) or None, error_type=exc.kind, error_message=exc.detail
-            )
-        except InferqError as exc:
-            return Outcome("failed", error_type=exc.slug, error_message=exc.detail)
 
 
 def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerContext:
@@ -185,6 +154,18 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
     )
 
 
+def build_breaker(ctx: WorkerContext) -> CircuitBreaker:
+    s = ctx.settings
+    config = BreakerConfig(
+        failure_threshold=s.breaker_failure_threshold,
+        min_calls=s.breaker_min_calls,
+        window_seconds=s.breaker_window_seconds,
+        open_seconds=s.breaker_open_seconds,
+        half_open_probes=s.breaker_half_open_probes,
+    )
+    return CircuitBreaker(ctx.redis, config)
+
+
 def run_worker(settings: Settings, pool: str, concurrency: int | None = None) -> int:
     """Run a worker of `pool` until it is told to stop; returns its exit code."""
     if concurrency is None:
@@ -197,7 +178,8 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     liveness = Liveness(
         ctx.redis, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
     )
-    handlers: dict[str, Handler] = {"generate": GenerateHandler(ctx.registry)}
+    generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
+    handlers: dict[str, Handler] = {"generate": generate}
     finish_hooks: list[FinishHook] = []
     runner = JobRunner(ctx, liveness, handlers, finish_hooks)
     reaper = Reaper(

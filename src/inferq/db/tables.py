@@ -1,4 +1,4 @@
-"""The relational schema: API keys and jobs (SQLAlchemy Core tables)."""
+"""The relational schema: API keys, jobs, files and batches (SQLAlchemy Core tables)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,13 @@ jobs = sa.Table(
     sa.Column("result", sa.JSON(), nullable=True),
     sa.Column("batch_id", sa.String(64), nullable=True),
     sa.Column("custom_id", sa.String(512), nullable=True),
+    # The request's position in its batch's input file: the order of the result files.
+    sa.Column("batch_index", sa.Integer(), nullable=True),
+    # Provider attempts, retries and fallbacks included.
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    # Deliveries to a worker; the reaper ends a job that keeps killing its workers.
+    sa.Column("claims", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("served_model", sa.String(200), nullable=True),
     sa.Column("worker_id", sa.String(128), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -70,4 +76,52 @@ jobs = sa.Table(
     sa.Index("ix_jobs_key_created", "key_id", "created_at", "id"),
     sa.Index("ix_jobs_status", "status"),
     sa.Index("ix_jobs_batch", "batch_id", "status"),
+)
+
+# Uploaded files and the result files of batches; the bytes live in the row, so a file is
+# as durable as the jobs that read or produced it.
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("bytes", sa.BigInteger(), nullable=False),
+    sa.Column("content", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_files_key_created", "key_id", "created_at", "id"),
+)
+
+# OpenAI batches: one job per input line (jobs.batch_id); the counts are the jobs'.
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("input_file_id", sa.String(64), nullable=False),
+    sa.Column("completion_window", sa.String(8), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("metadata", sa.JSON(), nullable=True),
+    sa.Column("output_file_id", sa.String(64), nullable=True),
+    sa.Column("error_file_id", sa.String(64), nullable=True),
+    sa.Column("errors", sa.JSON(), nullable=True),
+    sa.Column("total", sa.Integer(), nullable=False, server_default="0"),
+    # The worker doing the batch's current step (fan-out or writing the results); the
+    # sweep hands the step to another worker when this one's alive key expires.
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    # What a finalizing batch becomes once its files are written: completed or expired.
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("in_progress_at", UTCDateTime(), nullable=True),
+    sa.Column("finalizing_at", UTCDateTime(), nullable=True),
+    sa.Column("completed_at", UTCDateTime(), nullable=True),
+    sa.Column("failed_at", UTCDateTime(), nullable=True),
+    sa.Column("expired_at", UTCDateTime(), nullable=True),
+    sa.Column("cancelling_at", UTCDateTime(), nullable=True),
+    sa.Column("cancelled_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_batches_key_created", "key_id", "created_at", "id"),
+    sa.Index("ix_batches_status", "status"),
 )

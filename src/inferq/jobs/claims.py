@@ -45,6 +45,7 @@ class Outcome:
     error_type: str | None = None
     error_message: str | None = None
     result: dict[str, Any] | None = None
+    served_model: str | None = None
 
 
 class ClaimStore:
@@ -62,6 +63,7 @@ class ClaimStore:
                 status="running",
                 worker_id=worker_id,
                 attempts=jobs.c.attempts + 1,
+                claims=jobs.c.claims + 1,
                 started_at=sa.func.coalesce(jobs.c.started_at, sa.literal(utcnow(), UTCDateTime())),
             )
             .returning(
@@ -96,6 +98,7 @@ class ClaimStore:
                 error_type=outcome.error_type,
                 error_message=outcome.error_message,
                 result=outcome.result,
+                served_model=outcome.served_model,
                 finished_at=utcnow(),
             )
             .returning(*jobs.c)
@@ -104,13 +107,20 @@ class ClaimStore:
             row = conn.execute(statement).first()
         return Job.from_row(row) if row else None
 
+    def add_attempt(self, job_id: str) -> None:
+        """Count one more provider attempt (a retry or a fallback) on the job."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id).values(attempts=jobs.c.attempts + 1)
+            )
+
     def running(self) -> list[tuple[str, str]]:
         """(job id, worker id) of every running job."""
         query = sa.select(jobs.c.id, jobs.c.worker_id).where(jobs.c.status == "running")
         with self.engine.connect() as conn:
             return [(r.id, r.worker_id) for r in conn.execute(query)]
 
-    def recover(self, job_id: str, worker_id: str, max_attempts: int) -> Job | None:
+    def recover(self, job_id: str, worker_id: str, max_claims: int) -> Job | None:
         """A dead worker's job: back to queued, or ended if cancelled or out of attempts.
 
         Returns the job as it now is, or None if it had already moved on.
@@ -120,7 +130,7 @@ class ClaimStore:
         )
         with self.engine.begin() as conn:
             row = conn.execute(
-                sa.select(jobs.c.attempts, jobs.c.cancel_requested).where(jobs.c.id == job_id)
+                sa.select(jobs.c.claims, jobs.c.cancel_requested).where(jobs.c.id == job_id)
             ).first()
             if row is None:
                 return None
@@ -130,12 +140,12 @@ class ClaimStore:
                     "finish_reason": "cancelled",
                     "finished_at": utcnow(),
                 }
-            elif row.attempts >= max_attempts:
+            elif row.claims >= max_claims:
                 values = {
                     "status": "failed",
                     "error_type": "worker_lost",
                     "finished_at": utcnow(),
-                    "error_message": f"the worker died {row.attempts} times running this job",
+                    "error_message": f"the worker died {row.claims} times running this job",
                 }
             else:
                 values = {"status": "queued", "worker_id": None}

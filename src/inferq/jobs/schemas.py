@@ -95,6 +95,7 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int
+    served_model: str | None = None
     metadata: dict[str, str]
 
     @classmethod
@@ -124,6 +125,7 @@ class Job(BaseModel):
             started_at=m["started_at"],
             finished_at=m["finished_at"],
             attempts=m["attempts"],
+            served_model=m.get("served_model"),
             metadata=m["metadata"] or {},
         )
 

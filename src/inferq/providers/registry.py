@@ -62,6 +62,29 @@ class ModelSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     max_tokens: int | None = None
     context_window: int | None = None
+    fallbacks: tuple[str, ...] = ()
+    timeout_seconds: float | None = None
+    retry: RetrySettings | None = None
+    breaker_endpoint: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """What the circuit breaker tracks: the upstream server, else the model itself."""
+        if self.breaker_endpoint:
+            return self.breaker_endpoint
+        base_url = self.params.get("base_url")
+        return f"{self.provider}:{base_url}" if base_url else f"{self.provider}:{self.name}"
+
+
+class RetrySettings(BaseModel):
+    """Per-model overrides of the retry policy (unset fields keep the service's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+    base_delay: float | None = Field(default=None, ge=0)
+    max_delay: float | None = Field(default=None, ge=0)
+    max_elapsed: float | None = Field(default=None, gt=0)
 
 
 class _Entry(BaseModel):
@@ -75,6 +98,12 @@ class _Entry(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     max_tokens: int | None = Field(default=None, ge=1)
     context_window: int | None = Field(default=None, ge=1)
+    # Models tried in order when this one's attempts are exhausted or its breaker is open.
+    fallbacks: list[str] = Field(default_factory=list)
+    # Total time a job on this model may take, across attempts and fallbacks.
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    retry: RetrySettings | None = None
+    breaker_endpoint: str | None = None
 
     @field_validator("provider")
     @classmethod
@@ -133,6 +162,10 @@ class ModelRegistry:
         specs = {name: _spec(name, entry, env) for name, entry in parsed.models.items()}
         for spec in specs.values():
             _check_params(spec, source)
+            for fallback in spec.fallbacks:
+                if fallback not in specs or fallback == spec.name:
+                    problem = f"models.{spec.name}.fallbacks: {fallback!r} is not another model"
+                    raise RegistryError(f"invalid model registry {source}: {problem}")
         return cls(specs, env)
 
     def get(self, name: str) -> ModelSpec:
@@ -183,6 +216,10 @@ def _spec(name: str, entry: _Entry, environ: Mapping[str, str]) -> ModelSpec:
         params=interpolate(entry.params, environ),
         max_tokens=entry.max_tokens,
         context_window=entry.context_window,
+        fallbacks=tuple(entry.fallbacks),
+        timeout_seconds=entry.timeout_seconds,
+        retry=entry.retry,
+        breaker_endpoint=entry.breaker_endpoint,
     )
 
 
