@@ -71,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.create(settings)
         if settings.bootstrap_key is not None:
-            await services.keys.ensure(settings.bootstrap_key.get_secret_value(), "bootstrap")
+            await services.keys.ensure(
+                settings.bootstrap_key.get_secret_value(), "bootstrap", admin=True
+            )
         app.state.services = services
         try:
             yield

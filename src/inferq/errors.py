@@ -7,6 +7,7 @@
     ├── PayloadTooLarge         413
     ├── UnsupportedMediaType    415
     ├── Unauthorized            401
+    ├── Forbidden               403
     ├── NotFound                404
     │   └── JobNotFound         404
     ├── Conflict                409
@@ -93,6 +94,12 @@ class Unauthorized(InferqError):
     status = 401
     slug = "unauthorized"
     title = "Missing or invalid API key"
+
+
+class Forbidden(InferqError):
+    status = 403
+    slug = "forbidden"
+    title = "Not allowed for this key"
 
 
 class NotFound(InferqError):

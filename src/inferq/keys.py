@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,12 +28,44 @@ def hash_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-key admission limits; None means the service's default."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_active_jobs: int | None = None
+
+
+@dataclass(frozen=True)
 class KeyRecord:
     id: str
     name: str
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    admin: bool = False
+    limits: Limits = Limits()
+
+    @classmethod
+    def from_row(cls, row: Any) -> KeyRecord:
+        return cls(
+            row.id,
+            row.name,
+            row.prefix,
+            row.created_at,
+            row.revoked_at,
+            bool(row.admin),
+            Limits(row.rpm_limit, row.tpm_limit, row.max_active_jobs),
+        )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the key's id, role and limits (never the key itself)."""
+
+    key_id: str
+    admin: bool
+    limits: Limits
 
 
 class KeyStore:
@@ -41,14 +74,16 @@ class KeyStore:
     def __init__(self, engine: AsyncEngine, cache_seconds: float = 5.0) -> None:
         self.engine = engine
         self.cache_seconds = cache_seconds
-        # hash → (key id or None, expiry). Bounds the database reads of a busy key;
-        # a revocation takes effect within cache_seconds.
-        self._cache: dict[str, tuple[str | None, float]] = {}
+        # hash → (caller or None, expiry). Bounds the database reads of a busy key;
+        # a revocation or a change of limits takes effect within cache_seconds.
+        self._cache: dict[str, tuple[Caller | None, float]] = {}
 
-    async def create(self, name: str, key: str | None = None) -> tuple[KeyRecord, str]:
+    async def create(
+        self, name: str, key: str | None = None, admin: bool = False, limits: Limits = Limits()
+    ) -> tuple[KeyRecord, str]:
         """A new key and its plain text, which is never stored."""
         key = key or new_key()
-        record = KeyRecord(str(uuid.uuid4()), name, key[:10], utcnow(), None)
+        record = KeyRecord(str(uuid.uuid4()), name, key[:10], utcnow(), None, admin, limits)
         async with self.engine.begin() as conn:
             await conn.execute(
                 api_keys.insert().values(
@@ -57,60 +92,78 @@ class KeyStore:
                     prefix=record.prefix,
                     key_hash=hash_key(key),
                     created_at=record.created_at,
+                    admin=admin,
+                    rpm_limit=limits.rpm,
+                    tpm_limit=limits.tpm,
+                    max_active_jobs=limits.max_active_jobs,
                 )
             )
         return record, key
 
-    async def ensure(self, key: str, name: str) -> KeyRecord:
+    async def ensure(self, key: str, name: str, admin: bool = False) -> KeyRecord:
         """Register `key` unless it is already known (the bootstrap key)."""
         query = api_keys.select().where(api_keys.c.key_hash == hash_key(key))
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is not None:
-            return KeyRecord(row.id, row.name, row.prefix, row.created_at, row.revoked_at)
-        record, _ = await self.create(name, key)
+            return KeyRecord.from_row(row)
+        record, _ = await self.create(name, key, admin=admin)
         return record
 
     async def list(self) -> list[KeyRecord]:
         query = api_keys.select().order_by(api_keys.c.created_at)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [KeyRecord(r.id, r.name, r.prefix, r.created_at, r.revoked_at) for r in rows]
+        return [KeyRecord.from_row(r) for r in rows]
+
+    def _match(self, id_or_prefix: str) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            sa.or_(api_keys.c.id == id_or_prefix, api_keys.c.prefix == id_or_prefix),
+            api_keys.c.revoked_at.is_(None),
+        )
 
     async def revoke(self, id_or_prefix: str) -> bool:
         """Revoke the key with this id or display prefix; False if none matched."""
-        statement = (
-            sa.update(api_keys)
-            .where(
-                sa.or_(api_keys.c.id == id_or_prefix, api_keys.c.prefix == id_or_prefix),
-                api_keys.c.revoked_at.is_(None),
-            )
-            .values(revoked_at=utcnow())
+        return await self._update(id_or_prefix, revoked_at=utcnow())
+
+    async def set_limits(self, id_or_prefix: str, limits: Limits) -> bool:
+        """Replace a key's limits; False if no active key matched."""
+        return await self._update(
+            id_or_prefix,
+            rpm_limit=limits.rpm,
+            tpm_limit=limits.tpm,
+            max_active_jobs=limits.max_active_jobs,
         )
+
+    async def _update(self, id_or_prefix: str, **values: Any) -> bool:
+        statement = sa.update(api_keys).where(self._match(id_or_prefix)).values(**values)
         async with self.engine.begin() as conn:
             result = await conn.execute(statement)
         self._cache.clear()
         return bool(result.rowcount)
 
     async def count(self) -> int:
+        query = sa.select(sa.func.count()).select_from(api_keys)
         async with self.engine.connect() as conn:
-            return int(
-                (await conn.execute(sa.select(sa.func.count()).select_from(api_keys))).scalar_one()
-            )
+            return int((await conn.execute(query)).scalar_one())
 
-    async def authenticate(self, key: str) -> str | None:
-        """The key's id, or None if it is unknown or revoked."""
+    async def authenticate(self, key: str) -> Caller | None:
+        """The caller behind `key`, or None if it is unknown or revoked."""
         digest = hash_key(key)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached and cached[1] > now:
             return cached[0]
-        query = sa.select(api_keys.c.id).where(
+        query = api_keys.select().where(
             api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
         )
         async with self.engine.connect() as conn:
-            key_id = (await conn.execute(query)).scalar_one_or_none()
+            row = (await conn.execute(query)).first()
+        caller = None
+        if row is not None:
+            record = KeyRecord.from_row(row)
+            caller = Caller(record.id, record.admin, record.limits)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (key_id, now + self.cache_seconds)
-        return key_id
+        self._cache[digest] = (caller, now + self.cache_seconds)
+        return caller

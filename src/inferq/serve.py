@@ -29,9 +29,9 @@ async def prepare_keys(settings: Settings) -> FirstKey:
     try:
         keys = KeyStore(engine)
         if settings.bootstrap_key is not None:
-            await keys.ensure(settings.bootstrap_key.get_secret_value(), "bootstrap")
+            await keys.ensure(settings.bootstrap_key.get_secret_value(), "bootstrap", admin=True)
         if await keys.count() == 0:
-            _, plain = await keys.create("first key (inferq serve)")
+            _, plain = await keys.create("first key (inferq serve)", admin=True)
             return FirstKey(plain)
         return FirstKey(None)
     finally:

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from inferq.api import completions, events, health, jobs, models
+from inferq.api import admin, completions, events, health, jobs, models
 
 router = APIRouter()
 router.include_router(health.router)
@@ -10,3 +10,4 @@ router.include_router(models.router)
 router.include_router(jobs.router)
 router.include_router(events.router)
 router.include_router(completions.router)
+router.include_router(admin.router)

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from inferq.errors import Unauthorized, UnsupportedMediaType
+from inferq.errors import Forbidden, Unauthorized, UnsupportedMediaType
+from inferq.keys import Caller
 
 if TYPE_CHECKING:
     from inferq.app import Services
@@ -20,18 +21,35 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated["Services", Depends(get_services)]
 
 
-async def current_key(request: Request, services: ServicesDep) -> str:
-    """The id of the caller's API key, from `Authorization: Bearer <key>`."""
+async def current_caller(request: Request, services: ServicesDep) -> Caller:
+    """The caller, from `Authorization: Bearer <key>`."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send `Authorization: Bearer <key>`")
-    key_id = await services.keys.authenticate(token.strip())
-    if key_id is None:
+    caller = await services.keys.authenticate(token.strip())
+    if caller is None:
         raise Unauthorized("the API key is unknown or revoked")
-    return key_id
+    return caller
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+async def current_key(caller: CurrentCaller) -> str:
+    """The id of the caller's API key."""
+    return caller.key_id
 
 
 CurrentKey = Annotated[str, Depends(current_key)]
+
+
+async def admin_caller(caller: CurrentCaller) -> Caller:
+    if not caller.admin:
+        raise Forbidden("this route needs an admin key (`inferq keys create --admin`)")
+    return caller
+
+
+AdminCaller = Annotated[Caller, Depends(admin_caller)]
 
 
 def require_json(request: Request) -> None:

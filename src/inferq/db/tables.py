@@ -37,6 +37,12 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    # Admin keys may read service-wide state (breakers); limits are per key, None = the
+    # service default.
+    sa.Column("admin", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("rpm_limit", sa.Integer(), nullable=True),
+    sa.Column("tpm_limit", sa.Integer(), nullable=True),
+    sa.Column("max_active_jobs", sa.Integer(), nullable=True),
 )
 
 jobs = sa.Table(

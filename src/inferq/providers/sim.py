@@ -73,14 +73,20 @@ class SimulatedChatModel(BaseChatModel):
     # A failure strikes after this many tokens were streamed: 0 fails before any
     # output, more simulates a stream cut mid-answer.
     fail_after_tokens: int = Field(default=0, ge=0)
+    # Deterministic faults for tests: the first N calls of this process fail, and every
+    # call fails while the named file exists (a test creates and removes it).
+    fail_first_calls: int = Field(default=0, ge=0)
+    fail_while_file: Path | None = None
     retry_after_seconds: float = Field(default=1.0, ge=0)
     seed: int = 0
     record_path: Path | None = None
 
     # Failures are not seeded: a retry of the same request must be able to succeed.
     _failure_rng: random.Random = PrivateAttr(default_factory=random.Random)
+    _calls: int = PrivateAttr(default=0)
+    _calls_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
-    @field_validator("record_path", mode="before")
+    @field_validator("record_path", "fail_while_file", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
         # `${VAR}` of an unset variable interpolates to "": no record.
@@ -120,7 +126,7 @@ class SimulatedChatModel(BaseChatModel):
         prompt = render_prompt(messages)
         plan = self._plan(prompt, stop, kwargs)
         yield from _idle(self.latency_ms / 1000)
-        fails = self._failure_rng.random() < self.failure_rate
+        fails = self._fails()
         for i, token in enumerate(plan.tokens):
             if fails and i == self.fail_after_tokens:
                 raise SimulatedFailure(self.failure_kind, self.retry_after_seconds)
@@ -131,6 +137,16 @@ class SimulatedChatModel(BaseChatModel):
             raise SimulatedFailure(self.failure_kind, self.retry_after_seconds)
         self._record(prompt, plan.text)
         yield _final_chunk(plan, input_tokens=sum(len(m.text.split()) for m in messages))
+
+    def _fails(self) -> bool:
+        with self._calls_lock:
+            self._calls += 1
+            call = self._calls
+        if call <= self.fail_first_calls:
+            return True
+        if self.fail_while_file is not None and self.fail_while_file.exists():
+            return True
+        return self._failure_rng.random() < self.failure_rate
 
     def _plan(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> _Plan:
         seed = kwargs.get("seed")

@@ -13,9 +13,11 @@ is one Lua script, so workers on many machines agree on the state. The window is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from inferq import redis_keys
 
@@ -129,18 +131,29 @@ class CircuitBreaker:
 
     def state(self, endpoint: str) -> dict[str, Any]:
         raw: dict[bytes, bytes] = self.client.hgetall(redis_keys.breaker(endpoint))  # type: ignore[assignment]
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        return {
-            "endpoint": endpoint,
-            "state": fields.get("state", "closed"),
-            "calls": int(fields.get("calls", 0)),
-            "failures": int(fields.get("failures", 0)),
-        }
+        return describe(endpoint, raw)
 
-    def states(self) -> list[dict[str, Any]]:
-        prefix = redis_keys.breaker("")
-        endpoints = sorted(
-            (key.decode() if isinstance(key, bytes) else key).removeprefix(prefix)
-            for key in self.client.scan_iter(match=prefix + "*", count=500)
-        )
-        return [self.state(e) for e in endpoints]
+
+def describe(endpoint: str, raw: Mapping[Any, Any]) -> dict[str, Any]:
+    """A breaker's stored hash as the admin endpoint and metrics show it."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    return {
+        "endpoint": endpoint,
+        "state": fields.get("state", "closed"),
+        "calls": int(fields.get("calls", 0)),
+        "failures": int(fields.get("failures", 0)),
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def all_states(client: aioredis.Redis) -> list[dict[str, Any]]:
+    """Every known breaker (API side, async)."""
+    prefix = redis_keys.breaker("")
+    states = []
+    async for key in client.scan_iter(match=prefix + "*", count=500):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        states.append(describe(name.removeprefix(prefix), await client.hgetall(name)))
+    return sorted(states, key=lambda s: str(s["endpoint"]))
