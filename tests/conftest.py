@@ -185,6 +185,22 @@ class Service:
                 time.sleep(0.1)
         raise RuntimeError("API did not start:\n" + (self.root / "api.log").read_text()[-3000:])
 
+    def start_extra_api(self) -> str:
+        """A second API process on its own port, sharing everything else."""
+        port = free_port()
+        self._spawn(f"api-{port}", "api", "--port", str(port))
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(url), timeout=30)
+        return url
+
+    def create_key(self, *options: str) -> str:
+        """A new API key made with `inferq keys create`, as an operator would."""
+        out = subprocess.run(
+            [sys.executable, "-m", "inferq", "keys", "create", *options],
+            env=self.env, capture_output=True, text=True, check=True,
+        ).stdout
+        return out.strip().splitlines()[-1]
+
     def start_worker(
         self, pool: str = "io", concurrency: int | None = None
     ) -> subprocess.Popen[bytes]:
@@ -276,3 +292,10 @@ def service(
         svc.stop()
         if pg_name and admin:
             _drop_postgres(admin, pg_name)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq import __version__
+from inferq.admission import Admission, QueueDepth
 from inferq.api import problems, router
 from inferq.api.limits import BodyLimitMiddleware
 from inferq.config import Settings, get_settings
@@ -34,27 +35,33 @@ class Services:
     registry: ModelRegistry
     jobs: JobStore
     keys: KeyStore
+    admission: Admission
+    queue_depth: QueueDepth
     # Tasks that must outlive the request that started them (kept so they are not GC'd).
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
         engine = create_async(settings.resolved_database_url)
+        redis = aioredis.Redis.from_url(
+            settings.resolved_redis_url,
+            max_connections=2048,
+            socket_connect_timeout=1,
+            # Above the longest XREAD BLOCK (2 s) the stream readers issue.
+            socket_timeout=15,
+            health_check_interval=30,
+        )
+        jobs = JobStore(engine)
         return cls(
             settings=settings,
             engine=engine,
-            redis=aioredis.Redis.from_url(
-                settings.resolved_redis_url,
-                max_connections=2048,
-                socket_connect_timeout=2,
-                # Above the longest XREAD BLOCK (2 s) the stream readers issue.
-                socket_timeout=15,
-                health_check_interval=30,
-            ),
+            redis=redis,
             celery=make_celery(settings),
             registry=ModelRegistry.load(settings.models_file),
-            jobs=JobStore(engine),
+            jobs=jobs,
             keys=KeyStore(engine),
+            admission=Admission(redis),
+            queue_depth=QueueDepth(jobs.count_queued),
         )
 
     async def close(self) -> None:
@@ -87,6 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # An upload may be as large as a file may be, plus its multipart framing.
+    uploads = {"/v1/files": settings.max_file_bytes + 64 * 1024}
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=uploads
+    )
     app.include_router(router)
     return app

@@ -11,7 +11,7 @@ from typing import Annotated, cast
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from inferq.config import Settings, get_settings
 
@@ -89,7 +89,7 @@ def migrate() -> None:
     console.print("database is up to date")
 
 
-def _key_store_call(method: str, *args: str) -> object:
+def _key_store_call(method: str, *args: object) -> object:
     from inferq.db.engine import create_async
     from inferq.db.migrate import upgrade
     from inferq.keys import KeyStore
@@ -107,31 +107,75 @@ def _key_store_call(method: str, *args: str) -> object:
     return asyncio.run(call())
 
 
+RpmOption = Annotated[int | None, typer.Option("--rpm", help="Requests per minute.")]
+TpmOption = Annotated[int | None, typer.Option("--tpm", help="Tokens per minute.")]
+JobsOption = Annotated[
+    int | None, typer.Option("--max-jobs", help="Queued + running jobs at once.")
+]
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+    admin: Annotated[bool, typer.Option("--admin", help="May read service-wide state.")] = False,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    max_jobs: JobsOption = None,
 ) -> None:
     """Create a key; it is printed once, alone on the last line."""
-    from inferq.keys import KeyRecord
+    from inferq.keys import KeyRecord, Limits
 
-    record, plain = cast(tuple[KeyRecord, str], _key_store_call("create", name))
+    created = _key_store_call("create", name, None, admin, Limits(rpm, tpm, max_jobs))
+    record, plain = cast(tuple[KeyRecord, str], created)
     console.print(f"created key {record.id} ({record.prefix}…), name {name!r}. Store it now:")
     print(plain)
+
+
+@keys_app.command("limits")
+def keys_limits(
+    key: Annotated[str, typer.Argument(help="Key id or prefix.")],
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    max_jobs: JobsOption = None,
+) -> None:
+    """Set a key's limits (an omitted limit falls back to the service default)."""
+    from inferq.keys import Limits
+
+    if not _key_store_call("set_limits", key, Limits(rpm, tpm, max_jobs)):
+        console.print(f"no active key {key!r}")
+        raise typer.Exit(1)
+    console.print(f"limits of {key}: rpm={rpm} tpm={tpm} max_jobs={max_jobs}")
 
 
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (never their secret)."""
-    table = Table("id", "prefix", "name", "created", "revoked")
+    table = Table(
+        Column("prefix", no_wrap=True),
+        "name",
+        "admin",
+        "rpm",
+        "tpm",
+        "max jobs",
+        "created",
+        "revoked",
+        Column("id", no_wrap=True),
+    )
     from inferq.keys import KeyRecord
 
     for record in cast(list[KeyRecord], _key_store_call("list")):
+        limits = record.limits
         table.add_row(
-            record.id,
             record.prefix,
             record.name,
-            str(record.created_at),
-            str(record.revoked_at or ""),
+            "yes" if record.admin else "",
+            *(
+                str(v) if v is not None else "-"
+                for v in (limits.rpm, limits.tpm, limits.max_active_jobs)
+            ),
+            f"{record.created_at:%Y-%m-%d %H:%M}",
+            f"{record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "",
+            record.id,
         )
     console.print(table)
 

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     retry_max_delay_seconds: float = 20.0
     retry_max_elapsed_seconds: float = 120.0
 
+    # Admission control: per-key defaults (a key's own limits win; None = unlimited) and
+    # the most queued jobs the service accepts before answering 503.
+    default_rpm_limit: int | None = None
+    default_tpm_limit: int | None = None
+    default_max_active_jobs: int | None = None
+    max_queued_jobs: int | None = 100_000
+
     # Circuit breaker per provider endpoint, shared through Redis.
     breaker_failure_threshold: float = 0.5
     breaker_min_calls: int = 10
@@ -64,6 +71,14 @@ class Settings(BaseSettings):
     # answers 504 naming the job id, and what a streaming client's disconnect does.
     sync_wait_seconds: float = 120.0
     stream_disconnect: Literal["cancel", "continue"] = "cancel"
+
+    # `POST /v1/embeddings`: inputs per request (OpenAI's limit) and characters per input.
+    max_embedding_inputs: int = 2048
+    max_embedding_input_chars: int = 32_000
+    # Workers merge embedding jobs that arrive together into one model call of at most
+    # this many inputs, holding the first for at most this long while others join.
+    embedding_batch_max_inputs: int = 64
+    embedding_batch_wait_ms: float = 5.0
 
     # Files and batches (OpenAI's limits: 200 MB files, 50,000 requests per batch).
     max_file_bytes: int = 100 * 1024 * 1024

@@ -11,10 +11,12 @@
     ├── NotFound                404
     │   └── JobNotFound         404
     ├── Conflict                409
+    ├── RateLimited             429  a per-key limit (Retry-After, RateLimit-* headers)
     ├── JobFailed               502  a synchronous route's job failed
     ├── JobPending              504  a synchronous route stopped waiting (the job goes on)
     ├── ServiceUnavailable      503
     │   ├── QueueUnavailable    503  the broker cannot take the job
+    │   ├── Overloaded          503  the backlog is at its bound (Retry-After)
     │   └── StoreUnavailable    503  the database or Redis is unreachable
     └── ProviderError                a provider call failed (recorded on the job)
         ├── ProviderTimeout          retryable
@@ -141,6 +143,12 @@ class JobFailed(InferqError):
     title = "The job failed"
 
 
+class RateLimited(InferqError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests for this key"
+
+
 class ServiceUnavailable(InferqError):
     status = 503
     slug = "service-unavailable"
@@ -150,6 +158,11 @@ class ServiceUnavailable(InferqError):
 class QueueUnavailable(ServiceUnavailable):
     slug = "queue-unavailable"
     title = "The job queue is unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    slug = "overloaded"
+    title = "The queue is full"
 
 
 class StoreUnavailable(ServiceUnavailable):

@@ -22,3 +22,16 @@ def worker_alive(worker_id: str) -> str:
 def breaker(endpoint: str) -> str:
     """A provider endpoint's circuit-breaker state (a hash)."""
     return f"{PREFIX}breaker:{endpoint}"
+
+
+BATCH_SWEEP_LOCK = PREFIX + "batches:sweep:lock"
+
+
+def batch_dispatched(batch_id: str) -> str:
+    """Present for a while after a batch was handed to the workers: no second hand-off."""
+    return f"{PREFIX}batch:dispatched:{batch_id}"
+
+
+def rate(key_id: str, part: str) -> str:
+    """An API key's admission state (`{key_id}` keeps a key's parts in one cluster slot)."""
+    return f"{PREFIX}rate:{{{key_id}}}:{part}"

@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from inferq.api.deps import CurrentKey, ServicesDep, require_json
+from inferq.api.deps import CurrentCaller, ServicesDep, require_json
 from inferq.api.submission import cancel, submit
 from inferq.errors import JobFailed, JobPending
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
+from inferq.keys import Caller
 from inferq.oai import format
 from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
 from inferq.streams import TERMINAL_EVENTS, read_after, wait_terminal
@@ -37,31 +37,32 @@ JOB_HEADER = "x-inferq-job-id"
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, key_id: CurrentKey, services: ServicesDep
+    body: ChatCompletionRequest, caller: CurrentCaller, services: ServicesDep
 ) -> Response:
     """A chat completion, streamed (`stream: true`) or whole."""
-    return await _complete(body, key_id, services, chat=True)
+    return await _complete(body, caller, services, chat=True)
 
 
 @router.post("/completions")
 async def completions(
-    body: CompletionRequest, key_id: CurrentKey, services: ServicesDep
+    body: CompletionRequest, caller: CurrentCaller, services: ServicesDep
 ) -> Response:
     """A text completion of `prompt`, streamed or whole."""
-    return await _complete(body, key_id, services, chat=False)
+    return await _complete(body, caller, services, chat=False)
 
 
-async def _complete(body: Request, key_id: str, services: Services, chat: bool) -> Response:
+async def _complete(body: Request, caller: Caller, services: Services, chat: bool) -> Response:
     spec = services.registry.get(body.model)
     job_request = checked_job(body.to_job(), spec, services.settings)
-    new = NewJob(
-        key_id=key_id,
-        model=job_request.model,
-        priority=job_request.priority,
-        payload=asdict(job_request.generation()),
-        metadata=job_request.metadata,
+    job = await submit(
+        services,
+        NewJob.generation(caller.key_id, job_request),
+        spec.pool,
+        caller,
+        prompt_texts=job_request.texts(),
+        max_tokens=job_request.max_tokens,
     )
-    job = await submit(services, new, spec.pool)
+    key_id = caller.key_id
     headers = {JOB_HEADER: job.id}
     if body.stream:
         chunks = _chunks(services, key_id, job, chat, body.include_usage)

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from inferq.api.deps import CurrentKey, ServicesDep, require_json
-from inferq.api.submission import cancel, publish
+from inferq.api.deps import CurrentCaller, CurrentKey, ServicesDep, require_json
+from inferq.api.submission import cancel, submit
 from inferq.errors import Conflict, InvalidRequest, JobNotFound
 from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
-from inferq.jobs.store import decode_cursor
+from inferq.jobs.store import NewJob, decode_cursor
 from inferq.jobs.validation import check_limits
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,19 @@ async def _job_or_404(services: ServicesDep, key_id: str, job_id: str) -> Job:
     responses={202: {"description": "Accepted; `Location` names the job."}},
 )
 async def create_job(
-    body: JobCreate, key_id: CurrentKey, services: ServicesDep, response: Response
+    body: JobCreate, caller: CurrentCaller, services: ServicesDep, response: Response
 ) -> Job:
-    """Validate, store and enqueue a job; answers at once with the queued job."""
-    spec = services.registry.get(body.model)
+    """Validate, admit, store and enqueue a job; answers at once with the queued job."""
+    spec = services.registry.get(body.model, kind="chat")
     check_limits(body, services.settings, spec.max_tokens)
-    job = await services.jobs.create(key_id, body)
-    await publish(services, job.id, spec.pool, body.priority)
+    job = await submit(
+        services,
+        NewJob.generation(caller.key_id, body),
+        spec.pool,
+        caller,
+        prompt_texts=body.texts(),
+        max_tokens=body.max_tokens,
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
 

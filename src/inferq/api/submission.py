@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
 from inferq import redis_keys
-from inferq.errors import JobNotFound, QueueUnavailable
+from inferq.admission import estimate_prompt_tokens
+from inferq.errors import JobNotFound, Overloaded, QueueUnavailable, RateLimited
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import NewJob
+from inferq.keys import Caller
 from inferq.queue import enqueue
 from inferq.streams import append_terminal
 
@@ -20,11 +23,56 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def submit(services: Services, new: NewJob, pool: str) -> Job:
-    """Commit the row, then enqueue; if the broker refuses, end the row and answer 503."""
-    job = await services.jobs.insert(new)
-    await publish(services, job.id, pool, new.priority)
+async def submit(
+    services: Services,
+    new: NewJob,
+    pool: str,
+    caller: Caller | None = None,
+    prompt_texts: Sequence[str] = (),
+    max_tokens: int = 0,
+) -> Job:
+    """Admit (when a caller is given), commit the row, then enqueue.
+
+    If the broker refuses, the row is ended and the client gets 503: no row is left
+    queued for ever.
+    """
+    if caller is not None:
+        reserve = estimate_prompt_tokens(list(prompt_texts)) + max_tokens
+        await admit(services, caller, new.id, reserve)
+    try:
+        job = await services.jobs.insert(new)
+        await publish(services, job.id, pool, new.priority)
+    except Exception:
+        await services.admission.release(new.key_id, new.id)
+        raise
     return job
+
+
+async def admit(services: Services, caller: Caller, job_id: str, reserve_tokens: int) -> None:
+    """Raise RateLimited (429) or Overloaded (503) unless the job may be accepted."""
+    settings = services.settings
+    bound = settings.max_queued_jobs
+    if bound is not None and await services.queue_depth.get() >= bound:
+        raise Overloaded("the queue is full; try again shortly", headers={"Retry-After": "5"})
+    limits = caller.limits
+    decision = await services.admission.admit(
+        caller.key_id,
+        job_id,
+        reserve_tokens,
+        rpm=limits.rpm if limits.rpm is not None else settings.default_rpm_limit,
+        tpm=limits.tpm if limits.tpm is not None else settings.default_tpm_limit,
+        max_active=(
+            limits.max_active_jobs
+            if limits.max_active_jobs is not None
+            else settings.default_max_active_jobs
+        ),
+    )
+    if not decision.admitted:
+        raise RateLimited(
+            f"over this key's {decision.limit_name.replace('_', ' ')} limit",
+            headers=decision.headers(),
+            limit=decision.limit_name,
+        )
 
 
 async def publish(services: Services, job_id: str, pool: str, priority: str) -> None:
@@ -46,6 +94,7 @@ async def cancel(services: Services, key_id: str, job_id: str) -> tuple[Job, boo
     if await services.jobs.cancel_queued(key_id, job_id):
         job = await _must_get(services, key_id, job_id)
         await append_terminal(services.redis, job, ttl)
+        await services.admission.release(key_id, job_id)
         return job, False
     if await services.jobs.request_cancel(key_id, job_id):
         await services.redis.set(

@@ -54,6 +54,10 @@ class JobCreate(BaseModel):
             raise ValueError("`messages` must not be empty")
         return self
 
+    def texts(self) -> list[str]:
+        """The prompt text, for token estimates."""
+        return [m.content for m in self.messages] if self.messages else [self.prompt or ""]
+
     def generation(self) -> GenerationRequest:
         return GenerationRequest(
             messages=[m.model_dump() for m in self.messages] if self.messages else None,
@@ -91,12 +95,16 @@ class Job(BaseModel):
     output: Output | None = None
     usage: Usage | None = None
     error: JobError | None = None
+    # What a job of a kind other than generate produced (an embed job: its vectors).
+    result: dict[str, Any] | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int
     served_model: str | None = None
     metadata: dict[str, str]
+    # The owner, for server-side bookkeeping; never serialized.
+    key_id: str | None = Field(default=None, exclude=True)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -121,11 +129,13 @@ class Job(BaseModel):
             output=output,
             usage=usage,
             error=error,
+            result=m.get("result"),
             created_at=m["created_at"],
             started_at=m["started_at"],
             finished_at=m["finished_at"],
             attempts=m["attempts"],
             served_model=m.get("served_model"),
+            key_id=m.get("key_id"),
             metadata=m["metadata"] or {},
         )
 

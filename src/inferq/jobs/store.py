@@ -62,6 +62,18 @@ class NewJob:
     custom_id: str | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
+    @classmethod
+    def generation(cls, key_id: str, job: JobCreate, **fields: Any) -> NewJob:
+        """A chat or completion job from its validated request."""
+        return cls(
+            key_id=key_id,
+            model=job.model,
+            priority=job.priority,
+            payload=asdict(job.generation()),
+            metadata=job.metadata,
+            **fields,
+        )
+
     def row(self, now: datetime) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -85,19 +97,6 @@ class JobStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-
-    async def create(self, key_id: str, job: JobCreate) -> Job:
-        """Insert a queued generation job and commit it (before anything is enqueued)."""
-        generation = job.generation()
-        return await self.insert(
-            NewJob(
-                key_id=key_id,
-                model=job.model,
-                priority=job.priority,
-                payload=asdict(generation),
-                metadata=job.metadata,
-            )
-        )
 
     async def insert(self, new: NewJob) -> Job:
         """Insert one queued job of any kind and commit it."""
@@ -177,6 +176,11 @@ class JobStore:
         async with self.engine.begin() as conn:
             result = await conn.execute(statement)
         return bool(result.rowcount)
+
+    async def count_queued(self) -> int:
+        query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == "queued")
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

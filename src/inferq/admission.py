@@ -1,0 +1,179 @@
+"""Admission control per API key, atomic in Redis so any number of API processes agree.
+
+Three limits, checked and taken together by one Lua script:
+- requests per minute: a sliding log of admission times (exact over any 60 s window);
+- tokens per minute: each admitted job reserves prompt tokens (estimated) + max_tokens,
+  and the worker settles the reservation to the real usage when the job ends;
+- active jobs: the key's queued + running jobs, released when each one ends.
+A sliding log costs one sorted-set entry per request in the window, which is bounded by
+the limit itself. Keys carry a hash tag, so a key's structures share a cluster slot.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+from inferq import redis_keys
+
+WINDOW_MS = 60_000
+
+ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local requests, tokens, amounts, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local window, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local reserve, max_active, job = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local horizon = now - window
+redis.call('ZREMRANGEBYSCORE', requests, 0, horizon)
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', tokens, 0, horizon)) do
+  redis.call('HDEL', amounts, old)
+end
+redis.call('ZREMRANGEBYSCORE', tokens, 0, horizon)
+local count = redis.call('ZCARD', requests)
+if rpm >= 0 and count >= rpm then
+  local oldest = redis.call('ZRANGE', requests, 0, 0, 'WITHSCORES')
+  return {0, 'requests', tonumber(oldest[2]) + window - now, rpm, 0}
+end
+if tpm >= 0 then
+  local used = 0
+  for _, v in ipairs(redis.call('HVALS', amounts)) do used = used + tonumber(v) end
+  if reserve > tpm then return {0, 'tokens_exceed_limit', 0, tpm, tpm - used} end
+  if used + reserve > tpm then
+    -- Wait until enough of the oldest reservations leave the window.
+    local need, freed, wait = used + reserve - tpm, 0, window
+    local members = redis.call('ZRANGE', tokens, 0, -1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      freed = freed + tonumber(redis.call('HGET', amounts, members[i]) or '0')
+      if freed >= need then wait = tonumber(members[i + 1]) + window - now; break end
+    end
+    return {0, 'tokens', wait, tpm, tpm - used}
+  end
+end
+if max_active >= 0 and redis.call('SCARD', active) >= max_active then
+  return {0, 'active_jobs', 1000, max_active, 0}
+end
+redis.call('ZADD', requests, now, job)
+redis.call('ZADD', tokens, now, job)
+redis.call('HSET', amounts, job, reserve)
+redis.call('SADD', active, job)
+for _, key in ipairs({requests, tokens, amounts}) do redis.call('PEXPIRE', key, window * 2) end
+return {1, 'ok', 0, rpm, rpm >= 0 and rpm - count - 1 or -1}
+"""
+
+SETTLE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    admitted: bool
+    limit_name: str
+    retry_after_seconds: int
+    limit: int
+    remaining: int
+
+    def headers(self) -> dict[str, str]:
+        """RateLimit-* (IETF draft) and, when refused, Retry-After."""
+        headers: dict[str, str] = {}
+        if self.limit >= 0:
+            headers["RateLimit-Limit"] = str(self.limit)
+            headers["RateLimit-Remaining"] = str(max(self.remaining, 0))
+            headers["RateLimit-Reset"] = str(self.retry_after_seconds if not self.admitted else 60)
+        if not self.admitted:
+            headers["Retry-After"] = str(max(self.retry_after_seconds, 1))
+        return headers
+
+
+def estimate_prompt_tokens(texts: list[str]) -> int:
+    """A cheap upper-leaning estimate (4 characters a token, 4 tokens of framing each):
+    the API has no tokenizer; the reservation is settled to the real count later."""
+    return sum(math.ceil(len(t) / 4) + 4 for t in texts)
+
+
+def _keys(key_id: str) -> list[str]:
+    return [redis_keys.rate(key_id, part) for part in ("requests", "tokens", "amounts", "active")]
+
+
+class Admission:
+    """API side: take a slot (or refuse) before a job is stored."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._admit = client.register_script(ADMIT)
+        self._settle = client.register_script(SETTLE)
+
+    async def admit(
+        self,
+        key_id: str,
+        job_id: str,
+        reserve_tokens: int,
+        rpm: int | None,
+        tpm: int | None,
+        max_active: int | None,
+    ) -> Decision:
+        reply = await self._admit(
+            keys=_keys(key_id),
+            args=[
+                WINDOW_MS,
+                _or_none(rpm),
+                _or_none(tpm),
+                reserve_tokens,
+                _or_none(max_active),
+                job_id,
+            ],
+        )
+        admitted, name, wait_ms, limit, remaining = reply
+        return Decision(
+            bool(int(admitted)),
+            name.decode() if isinstance(name, bytes) else str(name),
+            math.ceil(int(wait_ms) / 1000),
+            int(limit),
+            int(remaining),
+        )
+
+    async def release(self, key_id: str, job_id: str, tokens_used: int = 0) -> None:
+        """The job ended before a worker saw it (cancelled, or never enqueued)."""
+        keys = _keys(key_id)
+        await self._settle(keys=[keys[2], keys[3]], args=[job_id, tokens_used])
+
+
+class Settlement:
+    """Worker side: settle a finished job's reservation to its real token usage."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._settle = client.register_script(SETTLE)
+
+    def settle(self, key_id: str, job_id: str, tokens_used: int) -> None:
+        keys = _keys(key_id)
+        self._settle(keys=[keys[2], keys[3]], args=[job_id, tokens_used])
+
+
+def _or_none(limit: int | None) -> int:
+    return -1 if limit is None else limit
+
+
+class QueueDepth:
+    """The service's queued-job count, read at most once per `ttl` seconds per process."""
+
+    def __init__(self, count: Callable[[], Awaitable[int]], ttl: float = 1.0) -> None:
+        self.count = count
+        self.ttl = ttl
+        self._value = 0
+        self._read_at = -math.inf
+
+    async def get(self) -> int:
+        now = time.monotonic()
+        if now - self._read_at > self.ttl:
+            self._value = await self.count()
+            self._read_at = now
+        return self._value
