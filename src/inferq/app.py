@@ -18,6 +18,7 @@ from inferq.api import problems, router
 from inferq.api.limits import BodyLimitMiddleware
 from inferq.config import Settings, get_settings
 from inferq.db.engine import create_async
+from inferq.idempotency import Idempotency
 from inferq.jobs.store import JobStore
 from inferq.keys import KeyStore
 from inferq.providers.registry import ModelRegistry
@@ -37,6 +38,7 @@ class Services:
     keys: KeyStore
     admission: Admission
     queue_depth: QueueDepth
+    idempotency: Idempotency
     # Tasks that must outlive the request that started them (kept so they are not GC'd).
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -62,6 +64,7 @@ class Services:
             keys=KeyStore(engine),
             admission=Admission(redis),
             queue_depth=QueueDepth(jobs.count_queued),
+            idempotency=Idempotency(redis, pending_seconds=int(settings.sync_wait_seconds) + 60),
         )
 
     async def close(self) -> None:
@@ -96,8 +99,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     # An upload may be as large as a file may be, plus its multipart framing.
     uploads = {"/v1/files": settings.max_file_bytes + 64 * 1024}
-    app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=uploads
-    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=uploads)
     app.include_router(router)
     return app

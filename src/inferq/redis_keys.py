@@ -35,3 +35,8 @@ def batch_dispatched(batch_id: str) -> str:
 def rate(key_id: str, part: str) -> str:
     """An API key's admission state (`{key_id}` keeps a key's parts in one cluster slot)."""
     return f"{PREFIX}rate:{{{key_id}}}:{part}"
+
+
+def idempotency(key_id: str, idempotency_key: str) -> str:
+    """The first answer to a request made with this Idempotency-Key."""
+    return f"{PREFIX}idem:{{{key_id}}}:{idempotency_key}"

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from inferq.api.deps import CurrentCaller, ServicesDep, require_json
-from inferq.api.submission import cancel, submit
+from inferq.api.deps import CurrentCaller, IdempotencyKey, ServicesDep, require_json
+from inferq.api.submission import answer_once, cancel, submit
 from inferq.errors import JobFailed, JobPending
+from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
@@ -37,50 +38,67 @@ JOB_HEADER = "x-inferq-job-id"
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, caller: CurrentCaller, services: ServicesDep
+    body: ChatCompletionRequest,
+    caller: CurrentCaller,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """A chat completion, streamed (`stream: true`) or whole."""
-    return await _complete(body, caller, services, chat=True)
+    return await _complete(body, caller, services, True, idempotency_key)
 
 
 @router.post("/completions")
 async def completions(
-    body: CompletionRequest, caller: CurrentCaller, services: ServicesDep
+    body: CompletionRequest,
+    caller: CurrentCaller,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """A text completion of `prompt`, streamed or whole."""
-    return await _complete(body, caller, services, chat=False)
+    return await _complete(body, caller, services, False, idempotency_key)
 
 
-async def _complete(body: Request, caller: Caller, services: Services, chat: bool) -> Response:
+async def _complete(
+    body: Request, caller: Caller, services: Services, chat: bool, idempotency_key: str | None
+) -> Response:
+    if body.stream:
+        job = await _submit(body, caller, services)
+        chunks = _chunks(services, caller.key_id, job, chat, body.include_usage)
+        return StreamingResponse(
+            _sse(chunks),
+            media_type="text/event-stream",
+            headers={JOB_HEADER: job.id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def complete() -> Answer:
+        job = await _submit(body, caller, services)
+        headers = {JOB_HEADER: job.id}
+        final = await _wait(services, caller.key_id, job.id, headers)
+        if final.status == "succeeded":
+            rendered = format.chat_completion(final) if chat else format.text_completion(final)
+            return Answer(200, rendered, headers)
+        error = final.error
+        raise JobFailed(
+            error.message if error else f"the job ended {final.status}",
+            headers=headers,
+            job_id=final.id,
+            job_status=final.status,
+        )
+
+    fingerprint = body.model_dump_json().encode()
+    return await answer_once(services, caller.key_id, idempotency_key, fingerprint, complete)
+
+
+async def _submit(body: Request, caller: Caller, services: Services) -> Job:
     spec = services.registry.get(body.model)
     job_request = checked_job(body.to_job(), spec, services.settings)
-    job = await submit(
+    return await submit(
         services,
         NewJob.generation(caller.key_id, job_request),
         spec.pool,
         caller,
         prompt_texts=job_request.texts(),
         max_tokens=job_request.max_tokens,
-    )
-    key_id = caller.key_id
-    headers = {JOB_HEADER: job.id}
-    if body.stream:
-        chunks = _chunks(services, key_id, job, chat, body.include_usage)
-        return StreamingResponse(
-            _sse(chunks),
-            media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    final = await _wait(services, key_id, job.id, headers)
-    if final.status == "succeeded":
-        rendered = format.chat_completion(final) if chat else format.text_completion(final)
-        return JSONResponse(rendered, headers=headers)
-    error = final.error
-    raise JobFailed(
-        error.message if error else f"the job ended {final.status}",
-        headers=headers,
-        job_id=final.id,
-        job_status=final.status,
     )
 
 

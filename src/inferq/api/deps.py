@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from inferq.errors import Forbidden, Unauthorized, UnsupportedMediaType
 from inferq.keys import Caller
@@ -57,3 +57,9 @@ def require_json(request: Request) -> None:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(f"expected application/json, got {media_type!r}")
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=255, description="Retry-safe submission key."),
+]

@@ -6,10 +6,18 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
 
-from inferq.api.deps import CurrentCaller, CurrentKey, ServicesDep, require_json
-from inferq.api.submission import cancel, submit
+from inferq.api.deps import (
+    CurrentCaller,
+    CurrentKey,
+    IdempotencyKey,
+    ServicesDep,
+    require_json,
+)
+from inferq.api.submission import answer_once, cancel, submit
 from inferq.errors import Conflict, InvalidRequest, JobNotFound
+from inferq.idempotency import Answer
 from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
 from inferq.jobs.store import NewJob, decode_cursor
 from inferq.jobs.validation import check_limits
@@ -28,25 +36,33 @@ async def _job_or_404(services: ServicesDep, key_id: str, job_id: str) -> Job:
 @router.post(
     "",
     status_code=202,
+    response_model=Job,
     dependencies=[Depends(require_json)],
     responses={202: {"description": "Accepted; `Location` names the job."}},
 )
 async def create_job(
-    body: JobCreate, caller: CurrentCaller, services: ServicesDep, response: Response
-) -> Job:
+    body: JobCreate,
+    caller: CurrentCaller,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
     """Validate, admit, store and enqueue a job; answers at once with the queued job."""
-    spec = services.registry.get(body.model, kind="chat")
-    check_limits(body, services.settings, spec.max_tokens)
-    job = await submit(
-        services,
-        NewJob.generation(caller.key_id, body),
-        spec.pool,
-        caller,
-        prompt_texts=body.texts(),
-        max_tokens=body.max_tokens,
-    )
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job
+
+    async def accept() -> Answer:
+        spec = services.registry.get(body.model, kind="chat")
+        check_limits(body, services.settings, spec.max_tokens)
+        job = await submit(
+            services,
+            NewJob.generation(caller.key_id, body),
+            spec.pool,
+            caller,
+            prompt_texts=body.texts(),
+            max_tokens=body.max_tokens,
+        )
+        return Answer(202, job.model_dump(mode="json"), {"Location": f"/v1/jobs/{job.id}"})
+
+    fingerprint = body.model_dump_json().encode()
+    return await answer_once(services, caller.key_id, idempotency_key, fingerprint, accept)
 
 
 @router.get("")

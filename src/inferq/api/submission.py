@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from inferq import redis_keys
 from inferq.admission import estimate_prompt_tokens
 from inferq.errors import JobNotFound, Overloaded, QueueUnavailable, RateLimited
+from inferq.idempotency import Answer
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
@@ -109,3 +111,18 @@ async def _must_get(services: Services, key_id: str, job_id: str) -> Job:
     if job is None:
         raise JobNotFound(f"no job {job_id!r}")
     return job
+
+
+async def answer_once(
+    services: Services,
+    key_id: str,
+    idempotency_key: str | None,
+    body: bytes,
+    produce: Callable[[], Awaitable[Answer]],
+) -> JSONResponse:
+    """`produce()`'s answer; with an Idempotency-Key, the first such answer, replayed."""
+    if idempotency_key is None:
+        answer = await produce()
+    else:
+        answer = await services.idempotency.run(key_id, idempotency_key, body, produce)
+    return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
