@@ -82,3 +82,37 @@ def test_redelivered_message_of_a_finished_job_does_not_run_it_again(
         again = client.get(f"/v1/jobs/{job['id']}").json()
     assert again == first
     assert len(completions(bare_service)) == 1
+
+
+def test_sigterm_lets_the_worker_finish_its_job_then_exit(bare_service: Service) -> None:
+    worker = bare_service.start_worker("io", 4)
+    with bare_service.client() as client:
+        job = submit(client, model="sim-slow", prompt="finish me")
+        wait_for(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running",
+                 timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "succeeded" and final["attempts"] == 1
+    assert len(final["output"]["text"].split()) == 60
+
+
+def test_job_that_keeps_losing_its_worker_ends_failed(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    svc = start_service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}",
+                        workers=(), extra_env={"INFERQ_MAX_ATTEMPTS": "1"})
+    try:
+        victim = svc.start_worker("io", 4)
+        with svc.client() as client:
+            job = submit(client, model="sim-slow", prompt="doomed")
+            wait_for(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running",
+                     timeout=30)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            svc.start_worker("io", 4)
+            final = wait_terminal(client, job["id"], timeout=60)
+    finally:
+        svc.stop()
+    assert final["status"] == "failed"
+    assert final["error"]["type"] == "worker_lost"

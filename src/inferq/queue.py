@@ -59,9 +59,10 @@ def make_celery(settings: Settings, pool_connections: int = 64) -> Celery:
         worker_enable_remote_control=False,
         broker_transport_options=transport_options,
         broker_pool_limit=pool_connections,
-        broker_connection_timeout=2.0,
+        # A broker that does not answer must turn into a quick 503 at submit.
+        broker_connection_timeout=1.0,
         broker_connection_retry_on_startup=True,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
     )
     return app
 
