@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow lint format clean
+.PHONY: run test test-slow chaos lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(VENV)/.installed-dev
 ## Load and soak tests only.
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -m slow
+
+## The chaos test at full size (500 jobs), three times in a row.
+chaos: $(VENV)/.installed-dev
+	for run in 1 2 3; do INFERQ_CHAOS_JOBS=500 $(BIN)/pytest tests/test_chaos.py -q || exit 1; done
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
