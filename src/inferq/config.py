@@ -84,6 +84,20 @@ class Settings(BaseSettings):
     max_file_bytes: int = 100 * 1024 * 1024
     max_batch_requests: int = 50_000
 
+    # Webhooks. Hosts, addresses or CIDRs (comma-separated) webhooks may reach even though
+    # they are loopback, private, link-local...; by default none are.
+    webhook_allow_hosts: str = ""
+    # Seconds to wait before each attempt (the first counts from the job's end); their
+    # number is the number of attempts. Standard Webhooks' suggestion: about 18 hours.
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000"
+    webhook_connect_timeout_seconds: float = 5.0
+    webhook_read_timeout_seconds: float = 15.0
+    webhook_sweep_interval_seconds: float = 1.0
+    # Deliveries one worker sends at once.
+    webhook_concurrency: int = 8
+    # After a rotation the old secret also signs for this long, so receivers can switch.
+    webhook_secret_grace_seconds: float = 86_400.0
+
     # Workers.
     io_concurrency: int = 256
     local_concurrency: int = 1

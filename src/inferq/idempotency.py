@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from inferq import redis_keys
 from inferq.errors import Conflict, InvalidRequest
 
+
 @dataclass(frozen=True)
 class Answer:
     status: int

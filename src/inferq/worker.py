@@ -23,8 +23,11 @@ import sqlalchemy as sa
 from celery import Celery
 
 from inferq import redis_keys
+from inferq.admission import Settlement
+from inferq.batches import runtime as batch_runtime
 from inferq.config import Settings
 from inferq.db.engine import create_sync
+from inferq.embedding_jobs import EmbedHandler
 from inferq.errors import InferqError
 from inferq.generation import GenerateHandler
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
@@ -35,6 +38,7 @@ from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
 from inferq.streams import StreamWriter
+from inferq.webhooks import runtime as webhook_runtime
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +158,19 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
     )
 
 
+def settle_admission(ctx: WorkerContext) -> FinishHook:
+    """Free the key's active-job slot and settle its token reservation to the real usage."""
+    settlement = Settlement(ctx.redis)
+
+    def settle(job: Job) -> None:
+        if job.key_id is None:
+            return
+        used = job.usage.prompt_tokens + job.usage.completion_tokens if job.usage else 0
+        settlement.settle(job.key_id, job.id, used)
+
+    return settle
+
+
 def build_breaker(ctx: WorkerContext) -> CircuitBreaker:
     s = ctx.settings
     config = BreakerConfig(
@@ -174,23 +191,27 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     for spec in ctx.registry.specs():
         if spec.pool == pool == "local":
             # Load the weights now, once per process, not on the first job.
-            _ = ctx.registry.provider(spec.name).model
+            if spec.kind == "embedding":
+                _ = ctx.registry.embedder(spec.name).model
+            else:
+                _ = ctx.registry.provider(spec.name).model
     liveness = Liveness(
         ctx.redis, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
     )
     generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
-    handlers: dict[str, Handler] = {"generate": generate}
-    finish_hooks: list[FinishHook] = []
+    embed = EmbedHandler(ctx.registry, settings)
+    handlers: dict[str, Handler] = {"generate": generate, "embed": embed}
+    finish_hooks: list[FinishHook] = [settle_admission(ctx)]
     runner = JobRunner(ctx, liveness, handlers, finish_hooks)
+    batch_sweeper = batch_runtime.install(ctx, finish_hooks)
+    webhook_sender = webhook_runtime.install(ctx, finish_hooks)
     reaper = Reaper(
         ctx.store,
         ctx.redis,
         settings.max_attempts,
         settings.reaper_interval_seconds,
         requeue=lambda job: enqueue(ctx.celery, job.id, _pool_of(ctx, job.model), job.priority),
-        ended=lambda job: StreamWriter(ctx.redis, job.id, settings.result_ttl_seconds, 1).terminal(
-            job
-        ),
+        ended=lambda job: _ended(ctx, runner, job),
     )
 
     @ctx.celery.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
@@ -199,6 +220,8 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
 
     liveness.start()
     reaper.start()
+    batch_sweeper.start()
+    webhook_sender.start()
     worker = ctx.celery.Worker(
         pool_cls="threads",
         concurrency=concurrency,
@@ -213,6 +236,8 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     try:
         worker.start()
     finally:
+        webhook_sender.stop()
+        batch_sweeper.stop()
         reaper.stop()
         liveness.stop()
         ctx.engine.dispose()

@@ -28,7 +28,7 @@ models:
 
 def test_shipped_registry_loads_the_local_model_and_the_simulated_provider() -> None:
     registry = ModelRegistry.load()
-    assert registry.names() == ["gemma-3-270m", "sim"]
+    assert registry.names() == ["gemma-3-270m", "sim", "all-minilm-l6-v2"]
     gemma = registry.get("gemma-3-270m")
     assert (gemma.provider, gemma.pool) == ("llamacpp", "local")
     assert "base model" in gemma.description

@@ -2,7 +2,18 @@
 
 from fastapi import APIRouter
 
-from inferq.api import admin, completions, events, health, jobs, models
+from inferq.api import (
+    admin,
+    batches,
+    completions,
+    embeddings,
+    events,
+    files,
+    health,
+    jobs,
+    models,
+    webhooks,
+)
 
 router = APIRouter()
 router.include_router(health.router)
@@ -10,4 +21,8 @@ router.include_router(models.router)
 router.include_router(jobs.router)
 router.include_router(events.router)
 router.include_router(completions.router)
+router.include_router(embeddings.router)
+router.include_router(files.router)
+router.include_router(batches.router)
+router.include_router(webhooks.router)
 router.include_router(admin.router)

@@ -16,6 +16,7 @@ from inferq.api.deps import (
     require_json,
 )
 from inferq.api.submission import answer_once, cancel, submit
+from inferq.api.webhooks import prepare_webhook
 from inferq.errors import Conflict, InvalidRequest, JobNotFound
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
@@ -51,6 +52,7 @@ async def create_job(
     async def accept() -> Answer:
         spec = services.registry.get(body.model, kind="chat")
         check_limits(body, services.settings, spec.max_tokens)
+        await prepare_webhook(services, caller.key_id, body.webhook)
         job = await submit(
             services,
             NewJob.generation(caller.key_id, body),

@@ -1,4 +1,4 @@
-"""The relational schema: API keys, jobs, files and batches (SQLAlchemy Core tables)."""
+"""The relational schema: API keys, jobs, files, batches and webhooks (SQLAlchemy Core)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,8 @@ jobs = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=True),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
+    # Where the job's terminal event is POSTed (see webhook_deliveries).
+    sa.Column("webhook_url", sa.String(2048), nullable=True),
     sa.Index("ix_jobs_key_created", "key_id", "created_at", "id"),
     sa.Index("ix_jobs_status", "status"),
     sa.Index("ix_jobs_batch", "batch_id", "status"),
@@ -130,4 +132,52 @@ batches = sa.Table(
     sa.Column("cancelled_at", UTCDateTime(), nullable=True),
     sa.Index("ix_batches_key_created", "key_id", "created_at", "id"),
     sa.Index("ix_batches_status", "status"),
+)
+
+# Webhook signing secrets, one per API key. Kept in clear: they sign, so they cannot be
+# hashed. The previous secret still signs for a grace period after a rotation.
+webhook_secrets = sa.Table(
+    "webhook_secrets",
+    metadata,
+    sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id"), primary_key=True),
+    sa.Column("secret", sa.String(64), nullable=False),
+    sa.Column("previous_secret", sa.String(64), nullable=True),
+    sa.Column("rotated_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# One row per job event to deliver, written with the job (status `waiting` until the job
+# ends), so the retry schedule survives restarts. `id` is the `webhook-id` header.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    # waiting (job not ended) | pending | delivered | failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    # Set by the worker sending an attempt; next_attempt_at is then its lease.
+    sa.Column("claim_token", sa.String(32), nullable=True),
+    sa.Column("last_status_code", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_job", "job_id"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column(
+        "delivery_id", sa.String(40), sa.ForeignKey("webhook_deliveries.id"), primary_key=True
+    ),
+    sa.Column("attempt", sa.Integer(), primary_key=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("duration_ms", sa.Integer(), nullable=False),
 )

@@ -21,6 +21,14 @@ class Message(BaseModel):
     content: str
 
 
+class WebhookTarget(BaseModel):
+    """Where the job's terminal event is POSTed, signed per Standard Webhooks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+
+
 class JobCreate(BaseModel):
     """`POST /v1/jobs`: a chat (`messages`) or completion (`prompt`) request."""
 
@@ -36,6 +44,7 @@ class JobCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     priority: Priority = "normal"
     metadata: dict[str, str] = Field(default_factory=dict)
+    webhook: WebhookTarget | None = None
 
     @field_validator("stop")
     @classmethod
@@ -105,6 +114,8 @@ class Job(BaseModel):
     metadata: dict[str, str]
     # The owner, for server-side bookkeeping; never serialized.
     key_id: str | None = Field(default=None, exclude=True)
+    # Lets a finish hook skip jobs without a webhook; never serialized.
+    webhook_url: str | None = Field(default=None, exclude=True)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -136,6 +147,7 @@ class Job(BaseModel):
             attempts=m["attempts"],
             served_model=m.get("served_model"),
             key_id=m.get("key_id"),
+            webhook_url=m.get("webhook_url"),
             metadata=m["metadata"] or {},
         )
 

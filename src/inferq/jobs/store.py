@@ -13,8 +13,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inferq.db.tables import jobs
+from inferq.db.tables import jobs, webhook_deliveries
 from inferq.jobs.schemas import Job, JobCreate
+from inferq.webhooks.rows import waiting_delivery
 
 
 def utcnow() -> datetime:
@@ -60,6 +61,7 @@ class NewJob:
     kind: str = "generate"
     batch_id: str | None = None
     custom_id: str | None = None
+    webhook_url: str | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @classmethod
@@ -71,6 +73,7 @@ class NewJob:
             priority=job.priority,
             payload=asdict(job.generation()),
             metadata=job.metadata,
+            webhook_url=job.webhook.url if job.webhook else None,
             **fields,
         )
 
@@ -86,6 +89,7 @@ class NewJob:
             "metadata": self.metadata,
             "batch_id": self.batch_id,
             "custom_id": self.custom_id,
+            "webhook_url": self.webhook_url,
             "attempts": 0,
             "cancel_requested": False,
             "created_at": now,
@@ -103,6 +107,9 @@ class JobStore:
         row = new.row(utcnow())
         async with self.engine.begin() as conn:
             await conn.execute(jobs.insert().values(**row))
+            if new.webhook_url is not None:
+                delivery = waiting_delivery(new.id, new.key_id, new.webhook_url, row["created_at"])
+                await conn.execute(webhook_deliveries.insert().values(**delivery))
         return Job.from_row({**EMPTY_RESULT, **row})
 
     async def insert_many(self, new_jobs: Sequence[NewJob]) -> list[str]:

@@ -2,16 +2,20 @@
 
     models:
       gemma-3-270m:
-        provider: llamacpp          # a key of PROVIDERS
+        provider: llamacpp          # a key of PROVIDERS (of EMBEDDING_PROVIDERS for kind
+                                    # embedding)
+        kind: chat                  # optional: chat | embedding (default chat)
         description: "..."
         pool: local                 # optional: local | io (default: the provider's)
         max_tokens: 1024            # optional: the most a job may ask for
         context_window: 2048        # optional
+        dimensions: 384             # optional, embedding models: the length of a vector
         params: {n_ctx: 2048}       # given to the provider; "${VAR}" and
                                     # "${VAR:-default}" are read from the environment
 
-Adding a provider is one `ChatModelProvider` subclass, one entry in PROVIDERS and one
-registry entry. Besides `config.py`, this is the one module that reads the environment:
+Adding a provider is one `ChatModelProvider` subclass (`EmbeddingProvider` for
+embeddings), one entry in PROVIDERS (EMBEDDING_PROVIDERS) and one registry entry.
+Besides `config.py`, this is the one module that reads the environment:
 for `${VAR}` in params and for API keys (`api_key_env`, else the provider's default).
 """
 
@@ -26,11 +30,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from inferq.errors import UnknownModel
+from inferq.errors import InvalidRequest, UnknownModel
 from inferq.providers.anthropic import AnthropicProvider
 from inferq.providers.base import ChatModelProvider
+from inferq.providers.embeddings import (
+    EmbeddingProvider,
+    OpenAIEmbeddingProvider,
+    SentenceTransformersProvider,
+)
 from inferq.providers.llamacpp import LlamaCppProvider
 from inferq.providers.openai import OpenAIProvider
 from inferq.providers.sim import SimProvider
@@ -41,8 +50,14 @@ PROVIDERS: dict[str, type[ChatModelProvider]] = {
     "anthropic": AnthropicProvider,
     "sim": SimProvider,
 }
+# A separate table: one provider name (openai) can serve both kinds.
+EMBEDDING_PROVIDERS: dict[str, type[EmbeddingProvider[Any]]] = {
+    "sentence_transformers": SentenceTransformersProvider,
+    "openai": OpenAIEmbeddingProvider,
+}
 
 Pool = Literal["local", "io"]
+ModelKind = Literal["chat", "embedding"]
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -58,6 +73,7 @@ class ModelSpec(BaseModel):
     name: str
     provider: str
     pool: Pool
+    kind: ModelKind = "chat"
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
     max_tokens: int | None = None
@@ -66,6 +82,7 @@ class ModelSpec(BaseModel):
     timeout_seconds: float | None = None
     retry: RetrySettings | None = None
     breaker_endpoint: str | None = None
+    dimensions: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -92,6 +109,8 @@ class _Entry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Before `provider`: which provider table applies depends on it.
+    kind: ModelKind = "chat"
     provider: str
     description: str = ""
     pool: Pool | None = None
@@ -104,12 +123,14 @@ class _Entry(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0)
     retry: RetrySettings | None = None
     breaker_endpoint: str | None = None
+    dimensions: int | None = Field(default=None, ge=1)
 
     @field_validator("provider")
     @classmethod
-    def _known_provider(cls, value: str) -> str:
-        if value not in PROVIDERS:
-            raise ValueError(f"unknown provider {value!r}; known: {', '.join(PROVIDERS)}")
+    def _known_provider(cls, value: str, info: ValidationInfo) -> str:
+        table = _providers_of(info.data.get("kind", "chat"))
+        if value not in table:
+            raise ValueError(f"unknown provider {value!r}; known: {', '.join(table)}")
         return value
 
 
@@ -128,6 +149,7 @@ class ModelRegistry:
         self._specs = dict(specs)
         self._environ = os.environ if environ is None else environ
         self._providers: dict[str, ChatModelProvider] = {}
+        self._embedders: dict[str, EmbeddingProvider[Any]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -163,17 +185,27 @@ class ModelRegistry:
         for spec in specs.values():
             _check_params(spec, source)
             for fallback in spec.fallbacks:
-                if fallback not in specs or fallback == spec.name:
-                    problem = f"models.{spec.name}.fallbacks: {fallback!r} is not another model"
+                other = specs.get(fallback)
+                if other is None or fallback == spec.name or other.kind != spec.kind:
+                    problem = (
+                        f"models.{spec.name}.fallbacks: {fallback!r} is not another model "
+                        f"of kind {spec.kind}"
+                    )
                     raise RegistryError(f"invalid model registry {source}: {problem}")
         return cls(specs, env)
 
-    def get(self, name: str) -> ModelSpec:
+    def get(self, name: str, kind: ModelKind | None = None) -> ModelSpec:
+        """The model's spec; with `kind`, a model of another kind is an InvalidRequest."""
         try:
-            return self._specs[name]
+            spec = self._specs[name]
         except KeyError:
             known = ", ".join(self._specs)
             raise UnknownModel(f"unknown model {name!r}; known models: {known}") from None
+        if kind is not None and spec.kind != kind:
+            raise InvalidRequest(
+                f"model {name!r} is {_A_MODEL_OF[spec.kind]}, not {_A_MODEL_OF[kind]}"
+            )
+        return spec
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -183,7 +215,7 @@ class ModelRegistry:
 
     def provider(self, name: str) -> ChatModelProvider:
         """The model's provider, created once per registry and shared by all threads."""
-        spec = self.get(name)
+        spec = self.get(name, kind="chat")
         with self._lock:
             provider = self._providers.get(name)
             if provider is None:
@@ -191,17 +223,31 @@ class ModelRegistry:
                 self._providers[name] = provider
             return provider
 
+    def embedder(self, name: str) -> EmbeddingProvider[Any]:
+        """The embedding model's provider, created once per registry, shared by all threads."""
+        spec = self.get(name, kind="embedding")
+        with self._lock:
+            embedder = self._embedders.get(name)
+            if embedder is None:
+                cls = EMBEDDING_PROVIDERS[spec.provider]
+                embedder = cls(name=name, params=self._params(spec))
+                self._embedders[name] = embedder
+            return embedder
+
     def close(self) -> None:
         """Release every provider created so far."""
         with self._lock:
             providers, self._providers = list(self._providers.values()), {}
+            embedders, self._embedders = list(self._embedders.values()), {}
         for provider in providers:
             provider.close()
+        for embedder in embedders:
+            embedder.close()
 
     def _params(self, spec: ModelSpec) -> dict[str, Any]:
         # The key is looked up here, not at load, so it never sits in a listed spec.
         params = dict(spec.params)
-        env_name = params.get("api_key_env") or PROVIDERS[spec.provider].api_key_env
+        env_name = params.get("api_key_env") or _provider_class(spec).api_key_env
         if not params.get("api_key") and env_name:
             params["api_key"] = self._environ.get(env_name)
         return params
@@ -211,7 +257,8 @@ def _spec(name: str, entry: _Entry, environ: Mapping[str, str]) -> ModelSpec:
     return ModelSpec(
         name=name,
         provider=entry.provider,
-        pool=entry.pool or _default_pool(entry.provider),
+        pool=entry.pool or _default_pool(entry.kind, entry.provider),
+        kind=entry.kind,
         description=entry.description,
         params=interpolate(entry.params, environ),
         max_tokens=entry.max_tokens,
@@ -220,19 +267,33 @@ def _spec(name: str, entry: _Entry, environ: Mapping[str, str]) -> ModelSpec:
         timeout_seconds=entry.timeout_seconds,
         retry=entry.retry,
         breaker_endpoint=entry.breaker_endpoint,
+        dimensions=entry.dimensions,
     )
 
 
 def _check_params(spec: ModelSpec, source: str) -> None:
     try:
-        PROVIDERS[spec.provider].check_params(spec.params)
+        _provider_class(spec).check_params(spec.params)
     except ValueError as exc:  # pydantic's ValidationError is one
         problem = f"models.{spec.name}.params: {exc}"
         raise RegistryError(f"invalid model registry {source}: {problem}") from exc
 
 
-def _default_pool(provider: str) -> Pool:
-    return "local" if PROVIDERS[provider].default_pool == "local" else "io"
+def _default_pool(kind: ModelKind, provider: str) -> Pool:
+    return "local" if _providers_of(kind)[provider].default_pool == "local" else "io"
+
+
+_A_MODEL_OF: dict[str, str] = {"chat": "a chat model", "embedding": "an embedding model"}
+
+
+def _providers_of(
+    kind: ModelKind,
+) -> Mapping[str, type[ChatModelProvider | EmbeddingProvider[Any]]]:
+    return EMBEDDING_PROVIDERS if kind == "embedding" else PROVIDERS
+
+
+def _provider_class(spec: ModelSpec) -> type[ChatModelProvider | EmbeddingProvider[Any]]:
+    return _providers_of(spec.kind)[spec.provider]
 
 
 def interpolate(value: Any, environ: Mapping[str, str]) -> Any:

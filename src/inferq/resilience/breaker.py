@@ -12,8 +12,8 @@ is one Lua script, so workers on many machines agree on the state. The window is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis

@@ -1,0 +1,1 @@
+"""OpenAI batches on the job queue: validation, fan-out to jobs, results, recovery."""

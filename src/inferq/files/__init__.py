@@ -1,0 +1,1 @@
+"""Files: uploaded batch inputs and the result files batches produce."""

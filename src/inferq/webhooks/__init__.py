@@ -1,0 +1,1 @@
+"""Signed webhooks (Standard Webhooks): a job's terminal event POSTed to its URL."""

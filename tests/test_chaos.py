@@ -1,0 +1,104 @@
+"""Chaos: many jobs, transient provider faults, workers killed, Redis connections cut.
+
+Every job must end in a terminal state, every success must be complete, no job may run to
+completion twice, and every webhook received must verify. `make test` runs a short
+version; `make chaos` runs 500 jobs three times (INFERQ_CHAOS_JOBS sets the size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from standardwebhooks import Webhook
+
+from tests.conftest import RedisDatabases, Service, start_service, wait_for
+from tests.webhooks.receiver import Receiver
+
+JOBS = int(os.environ.get("INFERQ_CHAOS_JOBS", "120"))
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture
+def chaos(tmp_path: Path, redis_dbs: RedisDatabases) -> Iterator[Service]:
+    svc = start_service(
+        tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}", workers=(),
+        extra_env={
+            "INFERQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+            "INFERQ_WEBHOOK_RETRY_SCHEDULE": "0,0.5,1,2,4",
+            "INFERQ_WEBHOOK_SWEEP_INTERVAL_SECONDS": "0.2",
+        },
+    )
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def cut_redis_connections(redis_url: str) -> int:
+    """Drop every client connection to this service's Redis database (they reconnect)."""
+    client = redis.Redis.from_url(redis_url)
+    db = int(redis_url.rsplit("/", 1)[1])
+    me = client.client_id()
+    killed = 0
+    for info in client.client_list():
+        if int(info["db"]) == db and int(info["id"]) != me:
+            killed += int(client.client_kill_filter(_id=info["id"]))
+    return killed
+
+
+def test_jobs_survive_faults_kills_and_dropped_connections(chaos: Service) -> None:
+    workers = [chaos.start_worker("io", 32), chaos.start_worker("io", 32)]
+    with Receiver() as receiver, chaos.client() as client:
+        secret = client.get("/v1/webhooks/secret").json()["secret"]
+
+        def submit(i: int) -> str:
+            body = {"model": "sim-chaos", "prompt": f"chaos job {i}",
+                    "webhook": {"url": receiver.url(f"/chaos/{i}")}}
+            for _ in range(20):  # 503s while a connection is being re-made are fine
+                response = client.post("/v1/jobs", json=body)
+                if response.status_code == 202:
+                    return str(response.json()["id"])
+                time.sleep(0.2)
+            raise AssertionError(response.text)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = [pool.submit(submit, i) for i in range(JOBS)]
+            time.sleep(2)
+            workers[0].send_signal(signal.SIGKILL)
+            workers.append(chaos.start_worker("io", 32))
+            time.sleep(2)
+            assert cut_redis_connections(chaos.redis_url) > 0
+            time.sleep(2)
+            workers[1].send_signal(signal.SIGKILL)
+            workers.append(chaos.start_worker("io", 32))
+            ids = [f.result() for f in futures]
+
+        def statuses() -> list[dict[str, Any]] | None:
+            jobs = [client.get(f"/v1/jobs/{i}").json() for i in ids]
+            return jobs if all(j["status"] in TERMINAL for j in jobs) else None
+
+        jobs: list[dict[str, Any]] = wait_for(statuses, timeout=300, interval=1)  # type: ignore[assignment]
+        wait_for(lambda: all(receiver.received(f"/chaos/{i}") for i in range(JOBS)), timeout=120)
+        received = [r for i in range(JOBS) for r in receiver.received(f"/chaos/{i}")]
+
+    succeeded = [j for j in jobs if j["status"] == "succeeded"]
+    assert len(succeeded) >= JOBS * 0.95, Counter(j["status"] for j in jobs)
+    assert all(len(j["output"]["text"].split()) == 12 for j in succeeded)
+    runs = Counter(json.loads(line)["prompt"] for line in chaos.sim_record.read_text().splitlines())
+    assert max(runs.values()) == 1, [p for p, n in runs.items() if n > 1]
+    assert len(runs) == len(succeeded)
+    verifier = Webhook(secret)
+    for delivery in received:
+        verifier.verify(delivery.body, delivery.headers)
+    delivered = {json.loads(d.body)["data"]["id"] for d in received}
+    assert delivered == set(ids)
