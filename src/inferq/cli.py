@@ -177,7 +177,8 @@ def keys_list() -> None:
             f"{record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "",
             record.id,
         )
-    console.print(table)
+    # Piped output has no terminal width: do not squeeze the table into 80 columns.
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 @keys_app.command("revoke")

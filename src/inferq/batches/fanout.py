@@ -68,8 +68,8 @@ class FanOut:
                 return
             for job_id, pool in queued:
                 enqueue(self.celery, job_id, pool, "low")
-        self._update(batch.id, status="in_progress", in_progress_at=utcnow(), worker_id=None)
-        log.info("batch %s: %d jobs queued", batch.id, len(parsed.lines))
+        if self._update(batch.id, status="in_progress", in_progress_at=utcnow(), worker_id=None):
+            log.info("batch %s: %d jobs queued", batch.id, len(parsed.lines))
 
     def _input(self, batch: Any) -> bytes | None:
         query = sa.select(files.c.content).where(

@@ -67,10 +67,6 @@ class ParsedFile:
     lines: list[BatchLine]
     errors: list[LineError]
 
-    @property
-    def endpoints(self) -> set[str]:
-        return {line.url for line in self.lines}
-
 
 class LineParser:
     def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
@@ -112,7 +108,9 @@ class LineParser:
             raise LineInvalid("not a JSON object")
         custom_id = data.get("custom_id")
         if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID:
-            raise LineInvalid(f"custom_id must be a string of 1 to {MAX_CUSTOM_ID}", "custom_id")
+            raise LineInvalid(
+                f"custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters", "custom_id"
+            )
         if data.get("method") != "POST":
             raise LineInvalid("method must be POST", "method")
         url = data.get("url")
