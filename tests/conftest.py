@@ -225,6 +225,8 @@ class Service:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        # Empty the database, claim included, so a later service of this run reuses it.
+        redis.Redis.from_url(self.redis_url).flushdb()
 
     def redis_stream_length(self, job_id: str) -> int:
         from inferq import redis_keys
