@@ -17,15 +17,15 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.deps import CurrentCaller, IdempotencyKey, ServicesDep, require_json
-from inferq.api.submission import answer_once, cancel, submit
-from inferq.errors import JobFailed, JobPending
+from inferq.api.submission import answer_once, cancel, submit, wait_finished
+from inferq.errors import JobFailed
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
 from inferq.oai import format
 from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
-from inferq.streams import TERMINAL_EVENTS, read_after, wait_terminal
+from inferq.streams import TERMINAL_EVENTS, read_after
 
 if TYPE_CHECKING:
     from inferq.app import Services
@@ -73,7 +73,7 @@ async def _complete(
     async def complete() -> Answer:
         job = await _submit(body, caller, services)
         headers = {JOB_HEADER: job.id}
-        final = await _wait(services, caller.key_id, job.id, headers)
+        final = await wait_finished(services, caller.key_id, job.id, headers)
         if final.status == "succeeded":
             rendered = format.chat_completion(final) if chat else format.text_completion(final)
             return Answer(200, rendered, headers)
@@ -100,23 +100,6 @@ async def _submit(body: Request, caller: Caller, services: Services) -> Job:
         prompt_texts=job_request.texts(),
         max_tokens=job_request.max_tokens,
     )
-
-
-async def _wait(services: Services, key_id: str, job_id: str, headers: dict[str, str]) -> Job:
-    """The finished job, or JobPending naming it once the configured wait is over."""
-    final = await wait_terminal(services.redis, job_id, services.settings.sync_wait_seconds)
-    if final is None:
-        # The terminal event may be missing (stream expired, worker died between its
-        # writes): the row is the truth.
-        row = await services.jobs.get(key_id, job_id)
-        if row is None or row.status not in TERMINAL_STATUSES:
-            raise JobPending(
-                f"job {job_id} is still running; poll /v1/jobs/{job_id}",
-                headers=headers,
-                job_id=job_id,
-            )
-        final = row
-    return final
 
 
 async def _sse(chunks: AsyncIterator[dict[str, Any] | str]) -> AsyncIterator[bytes]:

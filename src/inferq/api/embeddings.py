@@ -20,16 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.completions import JOB_HEADER
 from inferq.api.deps import CurrentCaller, ServicesDep, require_json
-from inferq.api.submission import submit
+from inferq.api.submission import submit, wait_finished
 from inferq.config import Settings
-from inferq.errors import InvalidRequest, JobFailed, JobPending
-from inferq.jobs.schemas import TERMINAL_STATUSES, Job, Priority
+from inferq.errors import InvalidRequest, JobFailed
+from inferq.jobs.schemas import Job, Priority
 from inferq.jobs.store import NewJob
 from inferq.providers.registry import ModelSpec
-from inferq.streams import wait_terminal
 
 if TYPE_CHECKING:
-    from inferq.app import Services
+    pass
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_json)])
 
@@ -71,7 +70,7 @@ async def create_embeddings(
     # Admitted like any job: the key's rate, token and active-job limits apply.
     job = await submit(services, new, spec.pool, caller, prompt_texts=body.texts)
     headers = {JOB_HEADER: job.id}
-    final = await _finished(services, caller.key_id, job.id, headers)
+    final = await wait_finished(services, caller.key_id, job.id, headers)
     vectors = (final.result or {}).get("embeddings")
     if final.status != "succeeded" or not isinstance(vectors, list):
         error = final.error
@@ -118,23 +117,6 @@ def _error(loc: list[str | int], msg: str) -> dict[str, Any]:
 
 def _fields(errors: list[dict[str, Any]]) -> str:
     return ", ".join(dict.fromkeys(".".join(str(p) for p in e["loc"][1:]) for e in errors))
-
-
-async def _finished(services: Services, key_id: str, job_id: str, headers: dict[str, str]) -> Job:
-    """The finished job, or JobPending naming it once the configured wait is over."""
-    final = await wait_terminal(services.redis, job_id, services.settings.sync_wait_seconds)
-    if final is None:
-        # The terminal event may be missing (stream expired, worker died between its
-        # writes): the row is the truth.
-        row = await services.jobs.get(key_id, job_id)
-        if row is None or row.status not in TERMINAL_STATUSES:
-            raise JobPending(
-                f"job {job_id} is still running; poll /v1/jobs/{job_id} for its result",
-                headers=headers,
-                job_id=job_id,
-            )
-        final = row
-    return final
 
 
 def render(job: Job, vectors: list[list[float]], encoding: str) -> dict[str, Any]:

@@ -11,13 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from inferq import redis_keys
 from inferq.admission import estimate_prompt_tokens
-from inferq.errors import JobNotFound, Overloaded, QueueUnavailable, RateLimited
+from inferq.errors import JobNotFound, JobPending, Overloaded, QueueUnavailable, RateLimited
 from inferq.idempotency import Answer
-from inferq.jobs.schemas import Job
+from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
 from inferq.queue import enqueue
-from inferq.streams import append_terminal
+from inferq.streams import append_terminal, wait_terminal
 
 if TYPE_CHECKING:
     from inferq.app import Services
@@ -126,3 +126,22 @@ async def answer_once(
     else:
         answer = await services.idempotency.run(key_id, idempotency_key, body, produce)
     return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+async def wait_finished(
+    services: Services, key_id: str, job_id: str, headers: dict[str, str]
+) -> Job:
+    """The finished job, or JobPending naming it once the configured wait is over."""
+    final = await wait_terminal(services.redis, job_id, services.settings.sync_wait_seconds)
+    if final is None:
+        # The terminal event may be missing (stream expired, worker died between its
+        # writes): the row is the truth.
+        row = await services.jobs.get(key_id, job_id)
+        if row is None or row.status not in TERMINAL_STATUSES:
+            raise JobPending(
+                f"job {job_id} is still running; poll /v1/jobs/{job_id} for its result",
+                headers=headers,
+                job_id=job_id,
+            )
+        final = row
+    return final
