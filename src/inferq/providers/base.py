@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -220,3 +221,10 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 
 
 Provider = ChatModelProvider
+
+
+def http_timeout(params: Mapping[str, Any]) -> httpx.Timeout:
+    """Per-model HTTP timeouts: `connect_timeout_seconds` (5) and `timeout_seconds` (60),
+    the latter bounding each read and write. The job's total time is bounded elsewhere."""
+    read = float(params.get("timeout_seconds", 60))
+    return httpx.Timeout(read, connect=float(params.get("connect_timeout_seconds", 5)))

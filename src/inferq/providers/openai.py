@@ -16,13 +16,19 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import ChatModelProvider, GenerationRequest, retry_after_seconds
+from inferq.providers.base import (
+    ChatModelProvider,
+    GenerationRequest,
+    http_timeout,
+    retry_after_seconds,
+)
 
 
 @dataclass
 class OpenAIProvider(ChatModelProvider):
     """Params: `model`, `base_url` (an OpenAI-compatible server), `api_key` (resolved by
-    the registry, from `api_key_env` by default), `timeout_seconds` (60), and
+    the registry, from `api_key_env` by default), `timeout_seconds` (60, per read),
+    `connect_timeout_seconds` (5), and
     `max_tokens_param`: the request field for the output cap.
 
     OpenAI now calls that field `max_completion_tokens`, which ChatOpenAI always sends;
@@ -40,7 +46,7 @@ class OpenAIProvider(ChatModelProvider):
             api_key=SecretStr(self._api_key()),
             # Retries are the job queue's business, not the SDK's.
             max_retries=0,
-            timeout=float(self.params.get("timeout_seconds", 60)),
+            timeout=http_timeout(self.params),
             stream_usage=True,
         )
 
