@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.api.test_events import read_events, text_of
@@ -98,6 +99,8 @@ def test_breaker_opens_skips_the_failing_primary_then_closes_after_recovery(
         with faulty.client() as client:
             states = client.get("/v1/admin/breakers").json()["data"]
         assert {"endpoint": "sim:sim-toggle", "state": "open"}.items() <= _state(states).items()
+        scraped = httpx.get(faulty.url + "/metrics").text
+        assert 'inferq_breaker_state{endpoint="sim:sim-toggle",state="open"} 1.0' in scraped
         skipped = run(faulty, "sim-toggle", prompt="while open")
         # No call reached the primary: the only attempt was the fallback's.
         assert skipped["served_model"] == "sim" and skipped["attempts"] == 1

@@ -11,6 +11,7 @@ from inferq.api import (
     files,
     health,
     jobs,
+    metrics,
     models,
     webhooks,
 )
@@ -26,3 +27,4 @@ router.include_router(files.router)
 router.include_router(batches.router)
 router.include_router(webhooks.router)
 router.include_router(admin.router)
+router.include_router(metrics.router)
