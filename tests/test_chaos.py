@@ -36,6 +36,10 @@ def chaos(tmp_path: Path, redis_dbs: RedisDatabases) -> Iterator[Service]:
             "INFERQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
             "INFERQ_WEBHOOK_RETRY_SCHEDULE": "0,0.5,1,2,4",
             "INFERQ_WEBHOOK_SWEEP_INTERVAL_SECONDS": "0.2",
+            # A delivery claimed by a killed worker waits out its lease, which these
+            # timeouts bound (3 × (connect + 2 × read) + 30 s).
+            "INFERQ_WEBHOOK_CONNECT_TIMEOUT_SECONDS": "1",
+            "INFERQ_WEBHOOK_READ_TIMEOUT_SECONDS": "2",
         },
     )
     try:
