@@ -36,8 +36,12 @@ def chaos(tmp_path: Path, redis_dbs: RedisDatabases) -> Iterator[Service]:
             "INFERQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
             "INFERQ_WEBHOOK_RETRY_SCHEDULE": "0,0.5,1,2,4",
             "INFERQ_WEBHOOK_SWEEP_INTERVAL_SECONDS": "0.2",
+            # Two cores shared by five busy processes: a 3 s heartbeat deadline would let
+            # the reaper take a starved but live worker for dead and run its jobs twice.
+            "INFERQ_WORKER_TTL_SECONDS": "10",
+            "INFERQ_ORPHAN_AFTER_SECONDS": "20",
             # A delivery claimed by a killed worker waits out its lease, which these
-            # timeouts bound (3 × (connect + 2 × read) + 30 s).
+            # timeouts bound (3 * (connect + 2 * read) + 30 s).
             "INFERQ_WEBHOOK_CONNECT_TIMEOUT_SECONDS": "1",
             "INFERQ_WEBHOOK_READ_TIMEOUT_SECONDS": "2",
         },

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 1.0
     worker_ttl_seconds: float = 6.0
     reaper_interval_seconds: float = 2.0
+    # A job queued this long while its pool's queues are empty lost its message.
+    orphan_after_seconds: float = 30.0
 
     # `inferq serve`.
     serve_io_workers: int = 1

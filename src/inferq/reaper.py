@@ -29,6 +29,7 @@ class Reaper:
         interval_seconds: float,
         requeue: Callable[[Job], None],
         ended: Callable[[Job], None],
+        orphans: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -36,6 +37,7 @@ class Reaper:
         self.interval = interval_seconds
         self.requeue = requeue
         self.ended = ended
+        self.orphans = orphans
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="inferq-reaper", daemon=True)
 
@@ -51,6 +53,12 @@ class Reaper:
         lock_ms = max(int(self.interval * 1000), 500)
         if not self.client.set(redis_keys.REAPER_LOCK, b"1", nx=True, px=lock_ms):
             return 0
+        moved = self._recover_dead_workers()
+        if self.orphans is not None:
+            moved += self.orphans()
+        return moved
+
+    def _recover_dead_workers(self) -> int:
         running = self.store.running()
         workers = sorted({worker_id for _, worker_id in running})
         if not workers:

@@ -33,6 +33,7 @@ from inferq.generation import GenerateHandler
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
 from inferq.jobs.schemas import Job
 from inferq.liveness import Liveness, StopSignal
+from inferq.orphans import OrphanSweep
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
@@ -212,6 +213,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         settings.reaper_interval_seconds,
         requeue=lambda job: enqueue(ctx.celery, job.id, _pool_of(ctx, job.model), job.priority),
         ended=lambda job: _ended(ctx, runner, job),
+        orphans=OrphanSweep(ctx.engine, ctx.celery, ctx.registry, settings),
     )
 
     @ctx.celery.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -13,7 +13,6 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from celery import Celery
-from kombu.exceptions import ChannelError
 
 from inferq import redis_keys
 from inferq.batches import queries
@@ -25,6 +24,7 @@ from inferq.db.tables import jobs
 from inferq.errors import InferqError
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
+from inferq.orphans import queue_length
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import POOLS, enqueue, queue_name
 from inferq.streams import terminal_entry
@@ -149,7 +149,7 @@ class BatchRunner:
         try:
             with self.celery.connection_for_write() as connection:
                 channel = connection.default_channel
-                return sum(_waiting(channel, queue_name(pool, "low")) for pool in POOLS)
+                return sum(queue_length(channel, queue_name(pool, "low")) for pool in POOLS)
         except Exception as exc:
             log.warning("could not size the queues: %s", exc)
             return None
@@ -163,10 +163,3 @@ class BatchRunner:
     def _load(self, batch_id: str) -> Any:
         with self.engine.connect() as conn:
             return conn.execute(queries.batch_by_id(batch_id)).first()
-
-
-def _waiting(channel: Any, queue: str) -> int:
-    try:
-        return int(channel.queue_declare(queue=queue, passive=True)[1])
-    except ChannelError:
-        return 0  # on Redis an empty queue has no key, which reads as "no such queue"

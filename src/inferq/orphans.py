@@ -1,0 +1,88 @@
+"""Queued jobs whose message was lost with a killed worker are published again.
+
+A worker prefetches messages before it claims their jobs. On Redis, the messages a
+killed worker held come back only after the visibility timeout (many minutes), while
+their jobs wait `queued`. When a pool's queues are empty yet it has jobs queued for longer
+than `orphan_after_seconds`, those jobs can only be waiting in a live worker's prefetch
+buffer (about to be claimed) or lost: publishing them again is safe either way, since the
+conditional claim drops the extra message. AMQP brokers return a dead consumer's
+messages by themselves, so this runs on Redis only.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from celery import Celery
+from kombu.exceptions import ChannelError
+
+from inferq.config import Settings
+from inferq.db.tables import jobs
+from inferq.errors import InferqError
+from inferq.jobs.store import utcnow
+from inferq.providers.registry import ModelRegistry
+from inferq.queue import enqueue, pool_queues
+
+log = logging.getLogger(__name__)
+
+
+class OrphanSweep:
+    def __init__(
+        self, engine: sa.Engine, celery: Celery, registry: ModelRegistry, settings: Settings
+    ) -> None:
+        self.engine = engine
+        self.celery = celery
+        self.registry = registry
+        self.settings = settings
+
+    def __call__(self) -> int:
+        """One pass; returns how many jobs it published again."""
+        if not self.settings.broker_is_redis():
+            return 0
+        cutoff = utcnow() - timedelta(seconds=self.settings.orphan_after_seconds)
+        query = (
+            sa.select(jobs.c.id, jobs.c.model, jobs.c.priority)
+            .where(jobs.c.status == "queued", jobs.c.created_at < cutoff)
+            .limit(1000)
+        )
+        with self.engine.connect() as conn:
+            stale = conn.execute(query).all()
+        by_pool: dict[str, list[Any]] = {}
+        for row in stale:
+            by_pool.setdefault(self._pool(row.model), []).append(row)
+        published = 0
+        for pool, rows in by_pool.items():
+            if self._waiting(pool) != 0:
+                continue  # a backlog, not a loss
+            log.warning("%d queued %s jobs have no message; publishing again", len(rows), pool)
+            for row in rows:
+                enqueue(self.celery, row.id, pool, row.priority)
+            published += len(rows)
+        return published
+
+    def _pool(self, model: str) -> str:
+        try:
+            return self.registry.get(model).pool
+        except InferqError:
+            return "io"
+
+    def _waiting(self, pool: str) -> int | None:
+        """Messages waiting in the pool's queues (None if the broker cannot say)."""
+        try:
+            with self.celery.connection_for_write() as connection:
+                channel = connection.default_channel
+                return sum(queue_length(channel, name) for name in pool_queues(pool))
+        except Exception as exc:
+            log.warning("could not size the queues: %s", exc)
+            return None
+
+
+def queue_length(channel: Any, queue: str) -> int:
+    """Messages waiting in `queue` (0 when it does not exist)."""
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True)[1])
+    except ChannelError:
+        return 0  # on Redis an empty queue has no key, which reads as "no such queue"
