@@ -31,7 +31,7 @@ test-slow: $(VENV)/.installed-dev
 
 ## The chaos test at full size (500 jobs), three times in a row.
 chaos: $(VENV)/.installed-dev
-	for run in 1 2 3; do INFERQ_CHAOS_JOBS=500 $(BIN)/pytest tests/test_chaos.py -q || exit 1; done
+	for run in 1 2 3; do INFERQ_CHAOS_JOBS=500 $(BIN)/pytest -m slow tests/test_chaos.py -q || exit 1; done
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
