@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow chaos lint format clean
+.PHONY: run test test-slow chaos bench bench-quick lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,20 @@ test-slow: $(VENV)/.installed-dev
 chaos: $(VENV)/.installed-dev
 	for run in 1 2 3; do INFERQ_CHAOS_JOBS=500 $(BIN)/pytest -m slow tests/test_chaos.py -q || exit 1; done
 
+## The benchmark (about 20 minutes on 2 cores): table, bench/results/, BENCHMARKS.md.
+bench: $(VENV)/.installed-dev .bench/litellm-venv/.installed
+	$(BIN)/python -m bench
+
+## The same scenarios, shorter (about 3 minutes).
+bench-quick: $(VENV)/.installed-dev .bench/litellm-venv/.installed
+	$(BIN)/python -m bench --quick
+
+# The LiteLLM proxy baseline gets its own virtualenv, used by the benchmark only.
+.bench/litellm-venv/.installed: bench/baselines/litellm/requirements.txt
+	PYTHON=$(PYTHON) sh bench/baselines/litellm/setup.sh .bench/litellm-venv
+
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
 format: $(VENV)/.installed-dev
@@ -42,4 +54,4 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests
 
 clean:
-	rm -rf $(VENV) .inferq .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench .inferq .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,58 @@
+"""Bare llama-cpp-python on inferq's GGUF: the S4 baseline, in its own process.
+
+Loads the model once, then for each line `run` on stdin streams one completion and
+prints one JSON line: time to the first token, total seconds, tokens generated.
+
+    python -m bench.bare_llama --threads 2 --tokens 128 --prompt "..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import llama_cpp
+
+from inferq.providers.llamacpp import default_gguf_path
+
+
+def generate(llm: llama_cpp.Llama, prompt: str, tokens: int) -> dict[str, float]:
+    start = time.perf_counter()
+    first: float | None = None
+    count = 0
+    for chunk in llm.create_completion(
+        prompt, stream=True, max_tokens=tokens, temperature=0.0, stop=[]
+    ):
+        if chunk["choices"][0]["text"]:
+            first = first or time.perf_counter()
+        count += 1
+    end = time.perf_counter()
+    return {
+        "ttft_s": (first or end) - start,
+        "seconds": end - start,
+        "tokens": count,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--prompt", required=True)
+    args = parser.parse_args()
+    llm = llama_cpp.Llama(
+        model_path=str(default_gguf_path()), n_ctx=args.n_ctx, n_threads=args.threads,
+        verbose=False,
+    )
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        print(json.dumps(generate(llm, args.prompt, args.tokens)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""How long and how big each scenario runs: full (`make bench`), quick and smoke."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # S1: gateway overhead, open loop.
+    s1_rates: tuple[int, ...]
+    s1_seconds: float
+    s1_warmup_seconds: float
+    # S2: a burst of sim jobs at 2 s per call.
+    s2_jobs: int
+    s2_skeleton_jobs: int
+    s2_worker_concurrency: int
+    # S3: submit path, closed loop of 32 clients, repeated.
+    s3_seconds: float
+    s3_repeats: int
+    # S4: local model, repeated runs (0 skips it).
+    s4_runs: int
+    s4_tokens: int
+    # S5: memory while sim jobs pass.
+    s5_jobs: int
+
+
+FULL = Profile(
+    name="full",
+    s1_rates=(25, 50, 100),
+    s1_seconds=30,
+    s1_warmup_seconds=5,
+    s2_jobs=5000,
+    s2_skeleton_jobs=20,
+    s2_worker_concurrency=1200,
+    s3_seconds=15,
+    s3_repeats=3,
+    s4_runs=5,
+    s4_tokens=128,
+    s5_jobs=20_000,
+)
+
+QUICK = Profile(
+    name="quick",
+    s1_rates=(25, 50, 100),
+    s1_seconds=5,
+    s1_warmup_seconds=1,
+    s2_jobs=2000,
+    s2_skeleton_jobs=6,
+    s2_worker_concurrency=1200,
+    s3_seconds=5,
+    s3_repeats=1,
+    s4_runs=2,
+    s4_tokens=128,
+    s5_jobs=3000,
+)
+
+# Seconds per scenario: checks that the harness runs and writes what it should.
+SMOKE = Profile(
+    name="smoke",
+    s1_rates=(25,),
+    s1_seconds=2,
+    s1_warmup_seconds=0.5,
+    s2_jobs=100,
+    s2_skeleton_jobs=1,
+    s2_worker_concurrency=256,
+    s3_seconds=1.5,
+    s3_repeats=1,
+    s4_runs=0,
+    s4_tokens=16,
+    s5_jobs=200,
+)
+
+PROFILES = {p.name: p for p in (FULL, QUICK, SMOKE)}
