@@ -96,7 +96,7 @@ def postgres_url() -> str | None:
     return os.environ.get("INFERQ_TEST_DATABASE_URL") or None
 
 
-def _fresh_postgres(admin_url: str) -> tuple[str, str]:
+def fresh_postgres(admin_url: str) -> tuple[str, str]:
     import sqlalchemy as sa
 
     from inferq.db.engine import sync_url
@@ -109,7 +109,7 @@ def _fresh_postgres(admin_url: str) -> tuple[str, str]:
     return admin_url.rsplit("/", 1)[0] + "/" + name, name
 
 
-def _drop_postgres(admin_url: str, name: str) -> None:
+def drop_postgres(admin_url: str, name: str) -> None:
     import sqlalchemy as sa
 
     from inferq.db.engine import sync_url
@@ -287,7 +287,7 @@ def service(
     pg_name = None
     admin = postgres_url()
     if request.param == "postgres" and admin:
-        database_url, pg_name = _fresh_postgres(admin)
+        database_url, pg_name = fresh_postgres(admin)
     else:
         database_url = f"sqlite:///{tmp / 'inferq.db'}"
     svc = start_service(tmp, redis_dbs.allocate(), database_url)
@@ -296,7 +296,7 @@ def service(
     finally:
         svc.stop()
         if pg_name and admin:
-            _drop_postgres(admin, pg_name)
+            drop_postgres(admin, pg_name)
 
 
 def _healthy(url: str) -> bool:

@@ -113,6 +113,23 @@ def test_breaker_opens_skips_the_failing_primary_then_closes_after_recovery(
         assert _state(client.get("/v1/admin/breakers").json()["data"])["state"] == "closed"
 
 
+def test_a_job_with_every_circuit_open_waits_for_half_open_instead_of_failing(
+    faulty: Service,
+) -> None:
+    fault = Path(faulty.env["INFERQ_TEST_FAULT_FILE"])
+    fault.touch()
+    try:
+        failing = [run(faulty, "sim-toggle-alone", prompt=f"down {i}") for i in range(3)]
+        assert all(j["error"]["type"] == "unavailable" for j in failing)
+    finally:
+        fault.unlink()
+    # The circuit is open and the model has no fallback: the job waits out the open
+    # time (2 s) and is served by the half-open probe, where it used to fail at once.
+    job = run(faulty, "sim-toggle-alone", prompt="after the outage")
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    assert 1.0 <= seconds(job) < 5
+
+
 def _state(states: list[dict[str, Any]]) -> dict[str, Any]:
     return next(s for s in states if s["endpoint"] == "sim:sim-toggle")
 

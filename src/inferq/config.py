@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     breaker_window_seconds: float = 30.0
     breaker_open_seconds: float = 15.0
     breaker_half_open_probes: int = 2
+    # How long a job whose every model has an open circuit waits for one to half-open.
+    breaker_wait_seconds: float = 60.0
     sse_ping_seconds: float = 15.0
     # OpenAI-style routes: how long a non-stream request waits for its job before it
     # answers 504 naming the job id, and what a streaming client's disconnect does.

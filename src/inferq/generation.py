@@ -9,6 +9,7 @@ provider's refusal (4xx) ends the job at once: another model would be refused to
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,10 @@ class CircuitOpen(ProviderError):
     slug = "circuit-open"
     title = "The provider's circuit breaker is open"
     kind = "circuit_open"
+
+    def __init__(self, detail: str, wait: float) -> None:
+        super().__init__(detail)
+        self.wait = wait
 
 
 @dataclass
@@ -72,25 +77,58 @@ class GenerateHandler:
             chain = [claimed.model, *self.registry.get(claimed.model).fallbacks]
         except InferqError as exc:
             return Outcome("failed", error_type=exc.slug, error_message=exc.detail)
-        error: ProviderError = ProviderUnavailable("no model could be tried")
-        for model in chain:
-            try:
-                return self._serve(model, claimed, writer, stop, progress)
-            except Interrupted:
+        waited_until = time.monotonic() + self.settings.breaker_wait_seconds
+        while True:
+            outcome, error = self._walk_chain(chain, claimed, writer, stop, progress)
+            if outcome is not None:
+                return outcome
+            # Every model's circuit is open: a queued job waits for one to half-open
+            # rather than fail with the whole backlog in the first second of an outage.
+            if not isinstance(error, CircuitOpen) or time.monotonic() >= waited_until:
                 break
-            except CircuitOpen as exc:
-                error = exc
-            except ProviderError as exc:
-                error = exc
-                if not exc.retryable:
-                    break
-            log.warning("job %s: model %s gave up (%s); next in chain", claimed.id, model, error)
+            log.info("job %s: every circuit open; waiting %.1f s", claimed.id, error.wait)
+            pause = min(error.wait, max(waited_until - time.monotonic(), 0.05))
+            if stop.wait(pause):
+                break
+        error = error or ProviderUnavailable("no model could be tried")
         return self._stopped(stop, progress) or Outcome(
             "failed",
             "".join(progress.parts) or None,
             error_type=error.kind,
             error_message=error.detail,
         )
+
+    def _walk_chain(
+        self,
+        chain: list[str],
+        claimed: ClaimedJob,
+        writer: StreamWriter,
+        stop: StopSignal,
+        progress: _Progress,
+    ) -> tuple[Outcome | None, ProviderError | None]:
+        """Try each model in turn; the outcome, or the error that ended the walk.
+
+        The error is a CircuitOpen (waiting the shortest time) only when every model was
+        skipped for an open circuit.
+        """
+        failed: ProviderError | None = None
+        shut: list[CircuitOpen] = []
+        for model in chain:
+            try:
+                return self._serve(model, claimed, writer, stop, progress), None
+            except Interrupted:
+                return None, failed
+            except CircuitOpen as exc:
+                shut.append(exc)
+                error: ProviderError = exc
+            except ProviderError as exc:
+                error = failed = exc
+                if not exc.retryable:
+                    return None, failed
+            log.warning("job %s: model %s gave up (%s); next in chain", claimed.id, model, error)
+        if failed is None and shut:
+            return None, min(shut, key=lambda exc: exc.wait)
+        return None, failed
 
     def _serve(
         self,
@@ -103,8 +141,9 @@ class GenerateHandler:
         spec = self.registry.get(model)
 
         def attempt(_: int) -> Outcome:
-            if not self.breaker.allow(spec.endpoint):
-                raise CircuitOpen(f"the circuit of {spec.endpoint} is open")
+            shut = self.breaker.shut_for(spec.endpoint)
+            if shut:
+                raise CircuitOpen(f"the circuit of {spec.endpoint} is open", shut)
             progress.attempts += 1
             if progress.attempts > 1:
                 self.count_attempt(claimed.id)
@@ -137,7 +176,9 @@ class GenerateHandler:
             raise ProviderUnavailable("the provider ended without a finish event")
         except ProviderError as exc:
             # A refusal means the endpoint answered: it is healthy as far as the breaker goes.
-            self.breaker.record(spec.endpoint, ok=not exc.retryable)
+            state = self.breaker.record(spec.endpoint, ok=not exc.retryable)
+            log.info("job %s: %s failed (%s: %s); circuit %s", claimed.id, model, exc.kind,
+                     exc.detail, state)
             raise
 
     def _finished(

@@ -56,7 +56,11 @@ def create_sync(url: str, pool_size: int = 20) -> sa.Engine:
     """A worker's engine, shared by its threads."""
     full = sync_url(url)
     if full.startswith("sqlite"):
-        engine = sa.create_engine(full, pool_size=pool_size, max_overflow=pool_size)
+        # SQLite takes one writer at a time: with a connection per thread, dozens of
+        # threads contend for the file lock and back off in sleeps of up to 100 ms, so a
+        # finished job could wait seconds to be saved. Threads queue for two connections
+        # here instead, handed over without sleeping.
+        engine = sa.create_engine(full, pool_size=2, max_overflow=0, pool_timeout=60)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(full, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)

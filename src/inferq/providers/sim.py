@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import threading
 import time
@@ -167,6 +168,10 @@ class SimulatedChatModel(BaseChatModel):
                 "completed": True,
                 "text_sha": hashlib.sha256(text.encode()).hexdigest(),
                 "prompt": prompt[:64],
+                # Which process completed the call: a test that kills workers can tell
+                # a call repeated after its worker died from a double run.
+                "pid": os.getpid(),
+                "at": time.time(),
             }
         )
         # One write of one line to a file opened for append: lines from concurrent

@@ -8,6 +8,12 @@
 Only real traffic feeds it: no synthetic probes that would cost money. Each transition
 is one Lua script, so workers on many machines agree on the state. The window is fixed
 (counters reset every `window_seconds`), which is simple and bounded.
+
+The failure rate is failures over calls *started* in the window, not over calls
+finished: a failure (a 503, a refused connection) comes back in milliseconds while a
+success streams for seconds, so a rate over finished calls is all failures for the
+first seconds of any burst and would open the circuit at a 10 % error rate. A call still
+running counts as not failed until it fails.
 """
 
 from __future__ import annotations
@@ -26,16 +32,30 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+_ROLL = """
+local function roll(key, now, window_ms)
+  if now - tonumber(redis.call('HGET', key, 'window_start') or '0') >= window_ms then
+    redis.call('HSET', key, 'window_start', now, 'calls', 0, 'failures', 0)
+  end
+end
+"""
+
 ALLOW = (
     _NOW
+    + _ROLL
     + """
 local key, open_ms, probes_max, idle = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local window_ms = tonumber(ARGV[4])
 local state = redis.call('HGET', key, 'state') or 'closed'
-if state == 'closed' then return {1, state} end
+if state == 'closed' then
+  roll(key, now, window_ms)
+  redis.call('HINCRBY', key, 'calls', 1)
+  redis.call('EXPIRE', key, idle)
+  return {1, state, 0}
+end
 if state == 'open' then
-  if now - tonumber(redis.call('HGET', key, 'opened_at') or '0') < open_ms then
-    return {0, state}
-  end
+  local shut = open_ms - (now - tonumber(redis.call('HGET', key, 'opened_at') or '0'))
+  if shut > 0 then return {0, state, shut} end
   redis.call('HSET', key, 'state', 'half_open', 'probes', 0, 'half_open_at', now)
   state = 'half_open'
 end
@@ -49,14 +69,16 @@ end
 if probes < probes_max then
   redis.call('HINCRBY', key, 'probes', 1)
   redis.call('EXPIRE', key, idle)
-  return {1, state}
+  return {1, state, 0}
 end
-return {0, state}
+-- The probes in flight decide soon: ask again within a second.
+return {0, state, math.min(open_ms - since, 1000)}
 """
 )
 
 RECORD = (
     _NOW
+    + _ROLL
     + """
 local key, ok = KEYS[1], ARGV[1] == '1'
 local window_ms, min_calls = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -67,18 +89,16 @@ if state == 'half_open' then
   if ok then
     redis.call('HSET', key, 'state', 'closed', 'calls', 0, 'failures', 0, 'window_start', now)
     redis.call('HDEL', key, 'probes', 'half_open_at', 'opened_at')
-  else
-    redis.call('HSET', key, 'state', 'open', 'opened_at', now)
+    return 'closed'
   end
-  return state
+  redis.call('HSET', key, 'state', 'open', 'opened_at', now)
+  return 'open'
 end
-if state == 'open' then return state end
-if now - tonumber(redis.call('HGET', key, 'window_start') or '0') >= window_ms then
-  redis.call('HSET', key, 'window_start', now, 'calls', 0, 'failures', 0)
-end
-local calls = redis.call('HINCRBY', key, 'calls', 1)
-local failures = tonumber(redis.call('HGET', key, 'failures') or '0')
-if not ok then failures = redis.call('HINCRBY', key, 'failures', 1) end
+if state == 'open' or ok then return state end
+roll(key, now, window_ms)
+-- A call started in the last window may fail in this one: never more failures than calls.
+local failures = redis.call('HINCRBY', key, 'failures', 1)
+local calls = math.max(tonumber(redis.call('HGET', key, 'calls') or '0'), failures)
 if calls >= min_calls and failures / calls >= threshold then
   redis.call('HSET', key, 'state', 'open', 'opened_at', now)
   return 'open'
@@ -107,15 +127,25 @@ class CircuitBreaker:
 
     def allow(self, endpoint: str) -> bool:
         """May a call to `endpoint` go ahead now? (In half-open, it takes a probe slot.)"""
+        return self.shut_for(endpoint) == 0.0
+
+    def shut_for(self, endpoint: str) -> float:
+        """0 if a call may go ahead now (taking a half-open probe slot), else the seconds
+        until it is worth asking again."""
         c = self.config
-        allowed, _state = self._allow(
+        allowed, _state, wait_ms = self._allow(
             keys=[redis_keys.breaker(endpoint)],
-            args=[int(c.open_seconds * 1000), c.half_open_probes, c.idle_expiry_seconds],
+            args=[
+                int(c.open_seconds * 1000),
+                c.half_open_probes,
+                c.idle_expiry_seconds,
+                int(c.window_seconds * 1000),
+            ],
         )
-        return bool(int(allowed))
+        return 0.0 if int(allowed) else max(int(wait_ms), 50) / 1000
 
     def record(self, endpoint: str, ok: bool) -> str:
-        """Feed the outcome of a real call; returns the state after it."""
+        """Feed the outcome of a call `allow` let through; returns the state after it."""
         c = self.config
         state = self._record(
             keys=[redis_keys.breaker(endpoint)],

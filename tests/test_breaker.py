@@ -1,0 +1,50 @@
+"""The shared circuit breaker's arithmetic, against a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
+from tests.conftest import RedisDatabases
+
+
+@pytest.fixture
+def breaker(redis_dbs: RedisDatabases) -> CircuitBreaker:
+    client = redis.Redis.from_url(redis_dbs.allocate())
+    config = BreakerConfig(min_calls=10, failure_threshold=0.5, open_seconds=0.5)
+    return CircuitBreaker(client, config)
+
+
+def test_fast_failures_at_a_low_rate_do_not_open_it(breaker: CircuitBreaker) -> None:
+    # 60 calls start; 12 fail at once (a 503 is quick) while the 48 successes still
+    # stream. Over finished calls that is 12 failures of 12: it must stay closed.
+    assert all(breaker.allow("ep") for _ in range(60))
+    states = [breaker.record("ep", ok=False) for _ in range(12)]
+    assert set(states) == {"closed"}
+    assert breaker.state("ep") == {"endpoint": "ep", "state": "closed", "calls": 60, "failures": 12}
+
+
+def test_a_failing_endpoint_opens_then_half_open_probe_closes_it(breaker: CircuitBreaker) -> None:
+    for _ in range(10):
+        assert breaker.allow("ep")
+        breaker.record("ep", ok=False)
+    assert breaker.state("ep")["state"] == "open"
+    assert 0.3 < breaker.shut_for("ep") <= 0.5
+    time.sleep(0.55)
+    assert breaker.shut_for("ep") == 0.0  # the first probe
+    assert breaker.shut_for("ep") == 0.0  # the second (two probes by default)
+    assert 0 < breaker.shut_for("ep") <= 1.0  # no third: wait for the probes
+    assert breaker.record("ep", ok=True) == "closed"
+
+
+def test_a_failed_probe_opens_it_again(breaker: CircuitBreaker) -> None:
+    for _ in range(10):
+        breaker.allow("ep")
+        breaker.record("ep", ok=False)
+    time.sleep(0.55)
+    assert breaker.allow("ep")
+    assert breaker.record("ep", ok=False) == "open"
+    assert not breaker.allow("ep")
