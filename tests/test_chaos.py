@@ -130,20 +130,25 @@ def test_jobs_survive_faults_kills_and_dropped_connections(chaos: Service) -> No
         received = [r for i in range(JOBS) for r in receiver.received(f"/chaos/{i}")]
 
     succeeded = [j for j in jobs if j["status"] == "succeeded"]
-    assert len(succeeded) >= JOBS * 0.95, Counter(j["status"] for j in jobs)
-    assert all(len(j["output"]["text"].split()) == 12 for j in succeeded)
+    failed = Counter((j["status"], (j.get("error") or {}).get("type")) for j in jobs
+                     if j["status"] != "succeeded")
     killed = {workers[0].pid, workers[1].pid}
     completions: dict[str, list[int]] = {}
     for line in chaos.sim_record.read_text().splitlines():
         record = json.loads(line)
         completions.setdefault(record["prompt"], []).append(record["pid"])
     repeated = {p: pids for p, pids in completions.items() if len(pids) > 1}
-    # A repeat is only allowed where every completion but the last was in a killed worker.
-    assert all(set(pids[:-1]) <= killed for pids in repeated.values()), repeated
-    assert len(completions) == len(succeeded)
-    print(f"chaos: {len(succeeded)}/{JOBS} succeeded, {len(jobs) - len(succeeded)} failed, "
+    print(f"chaos: {len(succeeded)}/{JOBS} succeeded, not: {dict(failed)}, "
           f"{len(repeated)} provider calls repeated after their worker was killed, "
           f"{len(received)} webhooks received")
+    assert len(succeeded) >= JOBS * 0.95, failed
+    assert all(len(j["output"]["text"].split()) == 12 for j in succeeded)
+    # A repeat is only allowed where every completion but the last was in a killed worker.
+    assert all(set(pids[:-1]) <= killed for pids in repeated.values()), repeated
+    saved = {f"human: chaos job {i}" for i, j in enumerate(jobs) if j["status"] == "succeeded"}
+    assert saved <= completions.keys()
+    # A completion that no job kept was made by a worker killed before it saved it.
+    assert all(set(completions[p]) <= killed for p in completions.keys() - saved)
     verifier = Webhook(secret)
     for delivery in received:
         verifier.verify(delivery.body, delivery.headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -66,3 +67,27 @@ def test_keys_are_per_api_key(service: Service) -> None:
         a = post(mine, "/v1/jobs", key, body).json()
         b = post(theirs, "/v1/jobs", key, body).json()
     assert a["id"] != b["id"]
+
+
+def test_a_retried_batch_creation_is_the_same_batch(service: Service) -> None:
+    from tests.batch_support import chat_line, fresh_key, sdk_for
+
+    key = fresh_key(service)
+    sdk = sdk_for(service, key)
+    line = json.dumps(chat_line("one")).encode()
+    upload = sdk.files.create(file=("in.jsonl", line), purpose="batch")
+    body = {"input_file_id": upload.id, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"}
+    idem = secrets.token_hex(8)
+    with service.client(key) as client:
+        first = post(client, "/v1/batches", idem, body)
+        again = post(client, "/v1/batches", idem, body)
+        other = post(client, "/v1/batches", idem, {**body, "metadata": {"run": "2"}})
+        listed = client.get("/v1/batches").json()["data"]
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    # OpenAI's routes answer 400 where /v1/jobs answers 422: OpenAI's SDKs expect 400.
+    assert other.status_code == 400, other.text
+    assert "different body" in other.json()["error"]["message"]
+    assert [b["id"] for b in listed] == [first.json()["id"]]

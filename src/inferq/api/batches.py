@@ -10,15 +10,19 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from inferq import redis_keys
-from inferq.api.deps import CurrentKey, ServicesDep, require_json
+from inferq.api.deps import CurrentKey, IdempotencyKey, ServicesDep, require_json
+from inferq.api.submission import answer_once
 from inferq.batches.dispatch import redispatch_seconds, send_advance
 from inferq.batches.lines import ENDPOINT_BODIES
 from inferq.batches.store import BatchStore, Cancellation
 from inferq.errors import Conflict, NotFound, QueueUnavailable
+from inferq.idempotency import Answer
 from inferq.streams import terminal_entry
 
 if TYPE_CHECKING:
@@ -71,17 +75,27 @@ Batches = Annotated[BatchStore, Depends(_batches)]
 
 @router.post("", dependencies=[Depends(require_json)])
 async def create_batch(
-    body: BatchCreate, key_id: CurrentKey, services: ServicesDep, store: Batches
-) -> dict[str, Any]:
+    body: BatchCreate,
+    key_id: CurrentKey,
+    services: ServicesDep,
+    store: Batches,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
     """Store the batch as `validating` and hand it to a worker, which fans it out."""
-    batch = await store.create(key_id, body.input_file_id, body.endpoint, body.metadata)
-    try:
-        await _dispatch(services, batch["id"])
-    except Exception as exc:
-        log.warning("dispatch of batch %s failed: %s", batch["id"], exc)
-        await store.fail(batch["id"], "queue_unavailable", f"the broker refused the batch: {exc}")
-        raise QueueUnavailable("the job queue is unreachable; try again later") from exc
-    return batch
+
+    async def accept() -> Answer:
+        batch = await store.create(key_id, body.input_file_id, body.endpoint, body.metadata)
+        try:
+            await _dispatch(services, batch["id"])
+        except Exception as exc:
+            log.warning("dispatch of batch %s failed: %s", batch["id"], exc)
+            detail = f"the broker refused the batch: {exc}"
+            await store.fail(batch["id"], "queue_unavailable", detail)
+            raise QueueUnavailable("the job queue is unreachable; try again later") from exc
+        return Answer(200, jsonable_encoder(batch), {})
+
+    fingerprint = body.model_dump_json().encode()
+    return await answer_once(services, key_id, idempotency_key, fingerprint, accept)
 
 
 @router.get("")
