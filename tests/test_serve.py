@@ -74,6 +74,12 @@ def test_serve_starts_everything_serves_the_model_and_restarts_a_killed_worker(
         assert submitted.returncode == 0, submitted.stderr
         job = orjson.loads(submitted.stdout)
         assert job["status"] == "succeeded" and job["output"]["text"].strip()
+        # One /metrics shows the workers' metrics too (multiprocess mode under serve).
+        scraped = httpx.get(url + "/metrics").text
+        model = 'model="gemma-3-270m"'
+        assert f'inferq_jobs_finished_total{{{model},outcome="succeeded"}} 1.0' in scraped
+        assert f"inferq_job_ttft_seconds_count{{{model}}} 1.0" in scraped
+        assert 'inferq_queue_depth{queue="local.normal"} 0.0' in scraped
 
         before = wait_for(lambda: worker_pids(serve) if len(worker_pids(serve)) == 2 else None)
         victim = min(before)  # type: ignore[type-var]

@@ -21,6 +21,9 @@ from inferq.db.engine import create_async
 from inferq.idempotency import Idempotency
 from inferq.jobs.store import JobStore
 from inferq.keys import KeyStore
+from inferq.observability import tracing
+from inferq.observability.http import RequestObservability
+from inferq.observability.process import setup_api
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import make_celery
 
@@ -54,6 +57,8 @@ class Services:
             health_check_interval=30,
         )
         jobs = JobStore(engine)
+        if tracing.is_on():
+            tracing.instrument_engine(engine.sync_engine)
         return cls(
             settings=settings,
             engine=engine,
@@ -100,5 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # An upload may be as large as a file may be, plus its multipart framing.
     uploads = {"/v1/files": settings.max_file_bytes + 64 * 1024}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=uploads)
+    # Outermost: every answer, the body limit's included, has a request id and is counted.
+    app.add_middleware(RequestObservability, metrics=settings.request_metrics)
     app.include_router(router)
+    setup_api(settings, app)
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from enum import StrEnum
 from typing import Annotated, cast
@@ -26,12 +25,11 @@ class Pool(StrEnum):
     local = "local"
 
 
-def _settings() -> Settings:
+def _settings(console: bool | None = None) -> Settings:
+    from inferq.observability.logs import configure_logging
+
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings, console)
     return settings
 
 
@@ -43,7 +41,8 @@ def serve() -> None:
     def say(line: str) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 
-    raise typer.Exit(run_serve(_settings(), say=say))
+    # The supervisor's own lines are for the person at the terminal.
+    raise typer.Exit(run_serve(_settings(console=True), say=say))
 
 
 @app.command()
@@ -61,6 +60,8 @@ def api(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
+        # Logging is configured already: uvicorn's lines go through it too.
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
@@ -219,6 +220,17 @@ def submit(
         print(orjson.dumps(job, option=orjson.OPT_INDENT_2).decode())
         if job["status"] == "failed":
             raise typer.Exit(1)
+
+
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+) -> None:
+    """Live view: queues, workers, jobs, throughput and error rate, cost per model."""
+    from inferq.top import run_top
+
+    run_top(_settings(), console, interval, once)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PRIORITIES = ("high", "normal", "low")
@@ -114,6 +114,26 @@ class Settings(BaseSettings):
     serve_local_workers: int = 1
 
     log_level: str = "INFO"
+    # json: one JSON object per line; console: for people (what `inferq serve` uses
+    # unless this is set).
+    log_format: Literal["json", "console"] | None = None
+    # Put prompt and output text in the job log lines (debugging only: they hold user data).
+    log_content: bool = False
+
+    # Observability. A worker serves its own /metrics on this port (0: off); under
+    # `inferq serve` every process writes to the multiprocess directory instead and the
+    # API's /metrics shows them all.
+    worker_metrics_port: int = 0
+    # Count and time every HTTP request (off only to measure what that costs).
+    request_metrics: bool = True
+    metrics_multiproc_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR")
+    )
+    # Traces go to this OTLP/HTTP endpoint; none configured, tracing is off.
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("INFERQ_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
 
     @cached_property
     def resolved_redis_url(self) -> str:

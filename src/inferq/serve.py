@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from inferq.config import Settings
 from inferq.db.engine import create_async
@@ -49,6 +51,15 @@ def children(settings: Settings, env: dict[str, str]) -> list[ChildSpec]:
     return specs
 
 
+def fresh_metrics_dir(settings: Settings) -> Path:
+    """Where every child writes its metrics for the API to merge; emptied at start so a
+    previous run's counters do not add up with this one's."""
+    path = (settings.metrics_multiproc_dir or settings.data_dir / "metrics").resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def serve(settings: Settings, say: Callable[[str], None]) -> int:
     """Run everything until SIGINT/SIGTERM; returns an exit code."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +67,8 @@ def serve(settings: Settings, say: Callable[[str], None]) -> int:
     env = dict(os.environ)
     env["INFERQ_DATA_DIR"] = str(settings.data_dir.resolve())
     env["INFERQ_DATABASE_URL"] = settings.resolved_database_url
+    env.setdefault("INFERQ_LOG_FORMAT", settings.log_format or "console")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(settings))
     try:
         if embedded is not None:
             env["INFERQ_REDIS_URL"] = embedded.start()
@@ -89,3 +102,4 @@ def _announce(settings: Settings, first: FirstKey, say: Callable[[str], None]) -
         '"max_tokens": 32}\''
     )
     say(f"  curl -s {url}/v1/jobs/<id> -H 'Authorization: Bearer {key}'")
+    say(f"Metrics (queue depth, TTFT, cost per model): {url}/metrics; live view: inferq top")

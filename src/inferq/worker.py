@@ -15,11 +15,12 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import redis
 import sqlalchemy as sa
+import structlog
 from celery import Celery
 
 from inferq import redis_keys
@@ -33,6 +34,10 @@ from inferq.generation import GenerateHandler
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
 from inferq.jobs.schemas import Job
 from inferq.liveness import Liveness, StopSignal
+from inferq.observability import jobs as obs
+from inferq.observability import propagation
+from inferq.observability.process import setup_worker
+from inferq.observability.tracing import tracer
 from inferq.orphans import OrphanSweep
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
@@ -93,6 +98,21 @@ class JobRunner:
         if claimed is None:
             log.info("job %s: not queued any more, message dropped", job_id)
             return
+        with obs.timeline(claimed.model, claimed.created_at, claimed.claims == 1) as line:
+            self._run(claimed, line)
+
+    def _run(self, claimed: ClaimedJob, line: obs.JobTimeline) -> None:
+        job_id = claimed.id
+        provider = self.provider_of(claimed.model)
+        obs.job_started(
+            job_id,
+            claimed.claims,
+            line,
+            key_id=claimed.key_id,
+            model=claimed.model,
+            provider=provider,
+            priority=claimed.priority,
+        )
         writer = StreamWriter(
             self.ctx.redis,
             job_id,
@@ -106,14 +126,33 @@ class JobRunner:
             outcome = self._handle(claimed, writer, stop)
         finally:
             self.liveness.untrack(job_id)
-        job = self.store.finish(job_id, self.ctx.worker_id, outcome)
+        with tracer.start_as_current_span("job.finish", attributes={"inferq.job_id": job_id}):
+            job = self.store.finish(job_id, self.ctx.worker_id, self._priced(claimed, outcome))
         if job is None:
             log.warning("job %s: claim lost before it finished; result dropped", job_id)
             return
         writer.terminal(job)
         self.ctx.redis.delete(redis_keys.cancel_flag(job_id))
-        log.info("job %s %s (attempt %d)", job_id, job.status, job.attempts)
+        settings = self.ctx.settings
+        obs.job_finished(job, line, provider, settings.log_content, claimed.payload)
         self.finished(job)
+
+    def _priced(self, claimed: ClaimedJob, outcome: Outcome) -> Outcome:
+        """The outcome with its cost, at the price of the model that served it."""
+        if outcome.prompt_tokens is None and outcome.completion_tokens is None:
+            return outcome
+        try:
+            spec = self.ctx.registry.get(outcome.served_model or claimed.model)
+        except InferqError:
+            return outcome
+        cost = spec.cost(outcome.prompt_tokens, outcome.completion_tokens)
+        return replace(outcome, cost_usd=cost)
+
+    def provider_of(self, model: str) -> str | None:
+        try:
+            return self.ctx.registry.get(model).provider
+        except InferqError:
+            return None
 
     def finished(self, job: Job) -> None:
         """Tell the finish hooks (batch progress, ...) that a job ended."""
@@ -189,6 +228,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     if concurrency is None:
         concurrency = settings.io_concurrency if pool == "io" else settings.local_concurrency
     ctx = build_context(settings, pool, concurrency)
+    setup_worker(settings, ctx.engine, pool)
     for spec in ctx.registry.specs():
         if spec.pool == pool == "local":
             # Load the weights now, once per process, not on the first job.
@@ -216,10 +256,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         orphans=OrphanSweep(ctx.engine, ctx.celery, ctx.registry, settings),
     )
 
-    @ctx.celery.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
-    def run_job(job_id: str) -> None:
-        runner.run(job_id)
-
+    register_task(ctx, runner)
     liveness.start()
     reaper.start()
     batch_sweeper.start()
@@ -230,6 +267,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         queues=pool_queues(pool),
         hostname=f"{pool}@{ctx.worker_id}",
         loglevel=settings.log_level,
+        quiet=True,
         without_gossip=True,
         without_mingle=True,
         without_heartbeat=True,
@@ -246,9 +284,20 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     return int(worker.exitcode or 0)
 
 
+def register_task(ctx: WorkerContext, runner: JobRunner) -> None:
+    """The task a job's message names: run it with the submitting request's id bound."""
+
+    @ctx.celery.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True)  # type: ignore[untyped-decorator]
+    def run_job(task: Any, job_id: str) -> None:
+        request_id = propagation.request_id_of(task.request)
+        with structlog.contextvars.bound_contextvars(request_id=request_id, job_id=job_id):
+            runner.run(job_id)
+
+
 def _ended(ctx: WorkerContext, runner: JobRunner, job: Job) -> None:
     """A job the reaper ended (cancelled, or out of attempts) gets its terminal event."""
     StreamWriter(ctx.redis, job.id, ctx.settings.result_ttl_seconds, 1).terminal(job)
+    obs.job_finished(job, None, runner.provider_of(job.model))
     runner.finished(job)
 
 

@@ -13,6 +13,7 @@ from inferq.api import (
     jobs,
     metrics,
     models,
+    usage,
     webhooks,
 )
 
@@ -26,5 +27,6 @@ router.include_router(embeddings.router)
 router.include_router(files.router)
 router.include_router(batches.router)
 router.include_router(webhooks.router)
+router.include_router(usage.router)
 router.include_router(admin.router)
 router.include_router(metrics.router)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+import structlog
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +17,7 @@ from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
+from inferq.observability.metrics import ADMISSION_REJECTIONS, JOBS_SUBMITTED
 from inferq.queue import enqueue
 from inferq.streams import append_terminal, wait_terminal
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from inferq.app import Services
 
 log = logging.getLogger(__name__)
+events = structlog.get_logger("inferq.jobs")
 
 
 async def submit(
@@ -47,6 +50,10 @@ async def submit(
     except Exception:
         await services.admission.release(new.key_id, new.id)
         raise
+    JOBS_SUBMITTED.labels(new.model, new.priority).inc()
+    events.info(
+        "job.queued", job_id=job.id, key_id=new.key_id, model=new.model, priority=new.priority
+    )
     return job
 
 
@@ -55,6 +62,7 @@ async def admit(services: Services, caller: Caller, job_id: str, reserve_tokens:
     settings = services.settings
     bound = settings.max_queued_jobs
     if bound is not None and await services.queue_depth.get() >= bound:
+        ADMISSION_REJECTIONS.labels("queue_full").inc()
         raise Overloaded("the queue is full; try again shortly", headers={"Retry-After": "5"})
     limits = caller.limits
     decision = await services.admission.admit(
@@ -70,6 +78,7 @@ async def admit(services: Services, caller: Caller, job_id: str, reserve_tokens:
         ),
     )
     if not decision.admitted:
+        ADMISSION_REJECTIONS.labels(decision.limit_name).inc()
         raise RateLimited(
             f"over this key's {decision.limit_name.replace('_', ' ')} limit",
             headers=decision.headers(),

@@ -74,6 +74,8 @@ jobs = sa.Table(
     # Deliveries to a worker; the reaper ends a job that keeps killing its workers.
     sa.Column("claims", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("served_model", sa.String(200), nullable=True),
+    # What the job cost at the registry's prices for the model that served it.
+    sa.Column("cost_usd", sa.Float(), nullable=True),
     sa.Column("worker_id", sa.String(128), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -84,6 +86,9 @@ jobs = sa.Table(
     sa.Index("ix_jobs_key_created", "key_id", "created_at", "id"),
     sa.Index("ix_jobs_status", "status"),
     sa.Index("ix_jobs_batch", "batch_id", "status"),
+    # Usage per key over time, and recent throughput.
+    sa.Index("ix_jobs_key_finished", "key_id", "finished_at"),
+    sa.Index("ix_jobs_finished", "finished_at"),
 )
 
 # Uploaded files and the result files of batches; the bytes live in the row, so a file is

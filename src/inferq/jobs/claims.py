@@ -7,6 +7,7 @@ worker can race and still at most one of them moves a job on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,10 @@ class ClaimedJob:
     attempts: int
     payload: dict[str, Any]
     batch_id: str | None = None
+    key_id: str | None = None
+    created_at: datetime | None = None
+    # Deliveries to a worker so far, this one included.
+    claims: int = 1
 
     @property
     def request(self) -> GenerationRequest:
@@ -46,6 +51,7 @@ class Outcome:
     error_message: str | None = None
     result: dict[str, Any] | None = None
     served_model: str | None = None
+    cost_usd: float | None = None
 
 
 class ClaimStore:
@@ -74,6 +80,9 @@ class ClaimStore:
                 jobs.c.attempts,
                 jobs.c.request,
                 jobs.c.batch_id,
+                jobs.c.key_id,
+                jobs.c.created_at,
+                jobs.c.claims,
             )
         )
         with self.engine.begin() as conn:
@@ -81,7 +90,16 @@ class ClaimStore:
         if row is None:
             return None
         return ClaimedJob(
-            row.id, row.kind, row.model, row.priority, row.attempts, row.request, row.batch_id
+            row.id,
+            row.kind,
+            row.model,
+            row.priority,
+            row.attempts,
+            row.request,
+            row.batch_id,
+            key_id=row.key_id,
+            created_at=row.created_at,
+            claims=row.claims,
         )
 
     def finish(self, job_id: str, worker_id: str, outcome: Outcome) -> Job | None:
@@ -99,6 +117,7 @@ class ClaimStore:
                 error_message=outcome.error_message,
                 result=outcome.result,
                 served_model=outcome.served_model,
+                cost_usd=outcome.cost_usd,
                 finished_at=utcnow(),
             )
             .returning(*jobs.c)

@@ -111,6 +111,8 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     attempts: int
     served_model: str | None = None
+    # At the registry's prices for the model that served the job; None when unpriced.
+    cost_usd: float | None = None
     metadata: dict[str, str]
     # The owner, for server-side bookkeeping; never serialized.
     key_id: str | None = Field(default=None, exclude=True)
@@ -146,6 +148,7 @@ class Job(BaseModel):
             finished_at=m["finished_at"],
             attempts=m["attempts"],
             served_model=m.get("served_model"),
+            cost_usd=m.get("cost_usd"),
             key_id=m.get("key_id"),
             webhook_url=m.get("webhook_url"),
             metadata=m["metadata"] or {},

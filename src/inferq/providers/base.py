@@ -26,6 +26,7 @@ from langchain_core.messages import (
 )
 
 from inferq.errors import ProviderError, ProviderUnavailable
+from inferq.observability.jobs import observe_call
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,14 @@ class ChatModelProvider(ABC):
     ) -> Iterator[StreamEvent]:
         """Yield `Delta`s as the model produces them, then exactly one `Finish`.
 
-        Stops early (finish_reason "cancelled") when `cancel` is set.
+        Stops early (finish_reason "cancelled") when `cancel` is set. The call is traced
+        and its token timings and errors are counted.
         """
+        return observe_call(self.name, type(self).__name__, self._events(request, cancel))
+
+    def _events(
+        self, request: GenerationRequest, cancel: threading.Event | None
+    ) -> Iterator[StreamEvent]:
         if cancel is not None and cancel.is_set():
             yield Finish(finish_reason="cancelled", prompt_tokens=0, completion_tokens=0)
             return

@@ -10,6 +10,9 @@
         max_tokens: 1024            # optional: the most a job may ask for
         context_window: 2048        # optional
         dimensions: 384             # optional, embedding models: the length of a vector
+        price:                      # optional: US dollars per million tokens
+          input_per_million: 0.15
+          output_per_million: 0.60
         params: {n_ctx: 2048}       # given to the provider; "${VAR}" and
                                     # "${VAR:-default}" are read from the environment
 
@@ -83,6 +86,15 @@ class ModelSpec(BaseModel):
     retry: RetrySettings | None = None
     breaker_endpoint: str | None = None
     dimensions: int | None = None
+    price: Price | None = None
+
+    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+        """What this many tokens cost at the model's price; None if it has none."""
+        if self.price is None:
+            return None
+        p = self.price
+        spent = (prompt_tokens or 0) * p.input_per_million
+        return (spent + (completion_tokens or 0) * p.output_per_million) / 1_000_000
 
     @property
     def endpoint(self) -> str:
@@ -91,6 +103,15 @@ class ModelSpec(BaseModel):
             return self.breaker_endpoint
         base_url = self.params.get("base_url")
         return f"{self.provider}:{base_url}" if base_url else f"{self.provider}:{self.name}"
+
+
+class Price(BaseModel):
+    """US dollars per million tokens in and out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(default=0.0, ge=0)
+    output_per_million: float = Field(default=0.0, ge=0)
 
 
 class RetrySettings(BaseModel):
@@ -124,6 +145,7 @@ class _Entry(BaseModel):
     retry: RetrySettings | None = None
     breaker_endpoint: str | None = None
     dimensions: int | None = Field(default=None, ge=1)
+    price: Price | None = None
 
     @field_validator("provider")
     @classmethod
@@ -268,6 +290,7 @@ def _spec(name: str, entry: _Entry, environ: Mapping[str, str]) -> ModelSpec:
         retry=entry.retry,
         breaker_endpoint=entry.breaker_endpoint,
         dimensions=entry.dimensions,
+        price=entry.price,
     )
 
 

@@ -22,6 +22,8 @@ from inferq import __version__
 from inferq.config import Settings
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
+from inferq.observability.metrics import WEBHOOK_DELIVERIES
+from inferq.observability.tracing import PendingParents, tracer
 from inferq.webhooks.deliveries import AttemptResult, Claimed, DeliveryStore, parse_schedule
 from inferq.webhooks.signing import signed_headers
 from inferq.webhooks.ssrf import Allowlist, Target, WebhookRefused, check_url
@@ -58,6 +60,7 @@ class WebhookSender:
             follow_redirects=False,
             headers={"user-agent": f"inferq-webhooks/{__version__}"},
         )
+        self._parents = PendingParents()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="inferq-webhook")
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -76,6 +79,7 @@ class WebhookSender:
     def on_job_finished(self, job: Job) -> None:
         """Finish hook: the job's event is due now."""
         if job.webhook_url is not None and self.store.arm_job(job.id):
+            self._parents.remember(job.id)
             self._wake.set()
 
     def sweep(self) -> int:
@@ -92,6 +96,19 @@ class WebhookSender:
 
     def deliver(self, claimed: Claimed) -> None:
         """Make one attempt and record it; never raises."""
+        parent = self._parents.get(claimed.job_id)
+        attributes: dict[str, str | int] = {
+            "inferq.job_id": claimed.job_id,
+            "inferq.attempt": claimed.attempts + 1,
+        }
+        with tracer.start_as_current_span("webhook.deliver", parent, attributes=attributes):
+            outcome = self._deliver(claimed)
+        WEBHOOK_DELIVERIES.labels(outcome).inc()
+        if outcome != "retrying":
+            self._parents.forget(claimed.job_id)
+
+    def _deliver(self, claimed: Claimed) -> str:
+        """One attempt: delivered, retrying (another attempt will follow) or failed."""
         started, clock = utcnow(), time.monotonic()
         try:
             status_code, error, final = self._attempt(claimed)
@@ -111,6 +128,10 @@ class WebhookSender:
             log.info(
                 "webhook %s attempt %d: %s", claimed.id, claimed.attempts + 1, error or status_code
             )
+        if result.ok:
+            return "delivered"
+        last = result.final or claimed.attempts + 1 >= len(self.store.schedule)
+        return "failed" if last else "retrying"
 
     def _attempt(self, claimed: Claimed) -> tuple[int | None, str | None, bool]:
         """(status code, error, whether no retry can help)."""
