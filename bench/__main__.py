@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     profile = _profile(args)
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=180)
     selected = [s.strip().upper() for s in args.only.split(",") if s.strip()]
     unknown = set(selected) - set(ALL)
     if unknown:
