@@ -141,6 +141,8 @@ def test_jobs_survive_faults_kills_and_dropped_connections(chaos: Service) -> No
     print(f"chaos: {len(succeeded)}/{JOBS} succeeded, not: {dict(failed)}, "
           f"{len(repeated)} provider calls repeated after their worker was killed, "
           f"{len(received)} webhooks received")
+    for job in [j for j in jobs if j["status"] != "succeeded"][:5]:
+        print("chaos: not succeeded:", job["id"], job["status"], job.get("error"))
     assert len(succeeded) >= JOBS * 0.95, failed
     assert all(len(j["output"]["text"].split()) == 12 for j in succeeded)
     # A repeat is only allowed where every completion but the last was in a killed worker.

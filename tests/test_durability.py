@@ -12,7 +12,16 @@ import redis
 import sqlalchemy as sa
 
 from inferq.db.engine import sync_url
-from tests.conftest import RedisDatabases, Service, free_port, wait_for
+from tests.conftest import (
+    RedisDatabases,
+    Service,
+    drop_postgres,
+    free_port,
+    fresh_postgres,
+    postgres_url,
+    wait_for,
+)
+from tests.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -114,3 +123,44 @@ def test_redis_down_answers_503_within_a_second_and_recovers_by_itself(tmp_path:
     assert down.headers["content-type"] == "application/problem+json"
     assert ready.status_code == 503
     assert back.status_code == 202
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="needs INFERQ_TEST_DATABASE_URL (PostgreSQL)")
+def test_database_down_answers_503_within_a_second_and_recovers_by_itself(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    admin = postgres_url()
+    assert admin is not None
+    database_url, name = fresh_postgres(admin)
+    parsed = sa.engine.make_url(database_url)
+    proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+    proxy.start()
+    through_proxy = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    svc = Service(tmp_path, redis_dbs.allocate(), through_proxy, broker_url=None)
+    svc.start_api()
+    try:
+        with svc.client() as client:
+            assert client.post("/v1/jobs", json={"model": "sim", "prompt": "up"}).status_code == 202
+            proxy.cut()
+            timings, answers = [], []
+            for path in ("/v1/jobs", "/v1/jobs?limit=1"):
+                started = time.monotonic()
+                if path == "/v1/jobs":
+                    answers.append(client.post(path, json={"model": "sim", "prompt": "down"}))
+                else:
+                    answers.append(client.get(path))
+                timings.append(time.monotonic() - started)
+            ready = client.get("/readyz")
+            proxy.start()
+            wait_for(lambda: client.get("/readyz").status_code == 200, timeout=15)
+            back = client.post("/v1/jobs", json={"model": "sim", "prompt": "back"})
+    finally:
+        svc.stop()
+        proxy.cut()
+        drop_postgres(admin, name)
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert max(timings) < 1.0, timings
+    assert ready.status_code == 503
+    assert back.status_code == 202, back.text
