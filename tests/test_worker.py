@@ -116,3 +116,41 @@ def test_job_that_keeps_losing_its_worker_ends_failed(
         svc.stop()
     assert final["status"] == "failed"
     assert final["error"]["type"] == "worker_lost"
+
+
+def test_redis_failing_under_a_job_hands_it_back_to_the_queue(bare_service: Service) -> None:
+    import redis
+
+    from inferq.jobs.claims import Outcome
+    from inferq.liveness import Liveness
+    from inferq.queue import pool_queues
+    from inferq.worker import JobRunner, build_context
+
+    settings = Settings(
+        database_url=bare_service.database_url, redis_url=bare_service.redis_url,
+        models_file=bare_service.env["INFERQ_MODELS_FILE"],
+    )
+    ctx = build_context(settings, "io", 4)
+    calls: list[str] = []
+
+    def flaky(claimed, writer, stop):  # type: ignore[no-untyped-def]
+        calls.append(claimed.id)
+        if len(calls) == 1:
+            raise redis.ConnectionError("Connection closed by server.")
+        return Outcome("succeeded", "fine", finish_reason="stop", served_model=claimed.model)
+
+    liveness = Liveness(ctx.redis, ctx.worker_id, 10, 1)
+    runner = JobRunner(ctx, liveness, {"generate": flaky})
+    with bare_service.client() as client:
+        job = submit(client, model="sim", prompt="survives a Redis blip")
+        queue = redis.Redis.from_url(bare_service.redis_url)
+        assert sum(queue.llen(q) for q in pool_queues("io")) == 1
+        runner.run(job["id"])
+        requeued = client.get(f"/v1/jobs/{job['id']}").json()
+        assert requeued["status"] == "queued"  # not failed: the job did nothing wrong
+        assert sum(queue.llen(q) for q in pool_queues("io")) == 2  # published again
+        runner.run(job["id"])
+        final = client.get(f"/v1/jobs/{job['id']}").json()
+    ctx.engine.dispose()
+    assert final["status"] == "succeeded" and final["output"]["text"] == "fine"
+    assert final["attempts"] == 2 and calls == [job["id"], job["id"]]

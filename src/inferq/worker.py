@@ -77,6 +77,10 @@ class Handler(Protocol):
 FinishHook = Callable[[Job], None]
 
 
+class InfrastructureError(Exception):
+    """Redis or the database failed under a running job, which goes back to the queue."""
+
+
 class JobRunner:
     """Claims a job, hands it to the handler for its kind, records how it ended."""
 
@@ -124,6 +128,10 @@ class JobRunner:
         stop = self.liveness.track(job_id, self._timeout(claimed.model))
         try:
             outcome = self._handle(claimed, writer, stop)
+        except InfrastructureError as exc:
+            log.warning("job %s: %s; handing it back to the queue", job_id, exc.__cause__)
+            self.give_back(claimed, writer)
+            return
         finally:
             self.liveness.untrack(job_id)
         with tracer.start_as_current_span("job.finish", attributes={"inferq.job_id": job_id}):
@@ -162,6 +170,20 @@ class JobRunner:
             except Exception:
                 log.exception("finish hook failed for job %s", job.id)
 
+    def give_back(self, claimed: ClaimedJob, writer: StreamWriter) -> None:
+        """running → queued and published again (or ended, out of attempts)."""
+        job = self.store.recover(claimed.id, self.ctx.worker_id, self.ctx.settings.max_attempts)
+        if job is None:
+            return
+        if job.status != "queued":
+            writer.terminal(job)
+            self.finished(job)
+            return
+        try:
+            enqueue(self.ctx.celery, job.id, _pool_of(self.ctx, job.model), job.priority)
+        except Exception as exc:  # the orphan sweep publishes it once the broker is back
+            log.warning("job %s: could not publish it again: %s", job.id, exc)
+
     def _timeout(self, model: str) -> float:
         try:
             own = self.ctx.registry.get(model).timeout_seconds
@@ -179,6 +201,9 @@ class JobRunner:
             )
         try:
             return handler(claimed, writer, stop)
+        except (redis.RedisError, sa.exc.OperationalError) as exc:
+            # Redis or the database dropped out under the job: not the job's fault.
+            raise InfrastructureError(str(exc)) from exc
         except Exception as exc:
             log.exception("job %s: unexpected error", claimed.id)
             return Outcome(
