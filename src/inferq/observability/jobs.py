@@ -122,6 +122,10 @@ def observe_call(model: str, provider: str, events: Iterator[StreamEvent]) -> It
         span.record_exception(exc)
         raise
     finally:
+        # Closed with us, so the provider's stream releases its connection at once.
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
         span.end()
 
 
