@@ -26,7 +26,7 @@ LITELLM_DIR = BENCH / "baselines" / "litellm"
 LITELLM_VENV = REPO / ".bench" / "litellm-venv"
 UPSTREAM_MODEL = "mock"
 # Limits on the benchmark's key: high enough never to bind, so the checks still run.
-KEY_LIMITS = ("--rpm", "100000000", "--tpm", "100000000000", "--max-jobs", "10000000")
+KEY_LIMITS = ("--rpm", "100000000", "--tpm", "2000000000", "--max-jobs", "10000000")
 
 
 @dataclass
@@ -167,11 +167,13 @@ def start_inferq(
 
 def _create_key(env: dict[str, str]) -> str:
     """A key made with `inferq keys create` (which also migrates the database)."""
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "inferq", "keys", "create", "--name", "bench", *KEY_LIMITS],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout
-    return out.strip().splitlines()[-1]
+        env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"inferq keys create failed:\n{done.stderr[-2000:]}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 def openai_model(upstream_base: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from inferq.observability import tracing
 from inferq.observability.http import RequestObservability
 from inferq.observability.process import setup_api
 from inferq.providers.registry import ModelRegistry
-from inferq.queue import make_celery
+from inferq.queue import RedisPublisher, make_celery
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Services:
     engine: AsyncEngine
     redis: aioredis.Redis
     celery: Celery
+    # Publishes run_job messages without Celery when the broker is Redis (else None).
+    publisher: RedisPublisher | None
     registry: ModelRegistry
     jobs: JobStore
     keys: KeyStore
@@ -64,6 +66,7 @@ class Services:
             engine=engine,
             redis=redis,
             celery=make_celery(settings),
+            publisher=_publisher(settings, redis),
             registry=ModelRegistry.load(settings.models_file),
             jobs=jobs,
             keys=KeyStore(engine),
@@ -73,9 +76,25 @@ class Services:
         )
 
     async def close(self) -> None:
+        if self.publisher is not None and self.publisher.client is not self.redis:
+            await self.publisher.close()
         await self.redis.aclose()
         await self.engine.dispose()
         self.celery.close()
+
+
+def _publisher(settings: Settings, redis: aioredis.Redis) -> RedisPublisher | None:
+    if not settings.broker_is_redis():
+        return None
+    if settings.resolved_broker_url == settings.resolved_redis_url:
+        return RedisPublisher(redis)
+    client = aioredis.Redis.from_url(
+        settings.resolved_broker_url,
+        max_connections=512,
+        socket_connect_timeout=1,
+        socket_timeout=5,
+    )
+    return RedisPublisher(client)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

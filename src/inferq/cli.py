@@ -108,10 +108,17 @@ def _key_store_call(method: str, *args: object) -> object:
     return asyncio.run(call())
 
 
-RpmOption = Annotated[int | None, typer.Option("--rpm", help="Requests per minute.")]
-TpmOption = Annotated[int | None, typer.Option("--tpm", help="Tokens per minute.")]
+# Limits are stored as 32-bit integers; a larger one is refused here, not by the database.
+_MAX_LIMIT = 2**31 - 1
+RpmOption = Annotated[
+    int | None, typer.Option("--rpm", min=1, max=_MAX_LIMIT, help="Requests per minute.")
+]
+TpmOption = Annotated[
+    int | None, typer.Option("--tpm", min=1, max=_MAX_LIMIT, help="Tokens per minute.")
+]
 JobsOption = Annotated[
-    int | None, typer.Option("--max-jobs", help="Queued + running jobs at once.")
+    int | None,
+    typer.Option("--max-jobs", min=1, max=_MAX_LIMIT, help="Queued + running jobs at once."),
 ]
 
 

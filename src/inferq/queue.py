@@ -8,6 +8,14 @@ on Redis the `priority` queue-order strategy makes them drain in that order.
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
+import uuid
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
@@ -71,3 +79,76 @@ def enqueue(app: Celery, job_id: str, pool: str, priority: str) -> None:
     """Publish the job's id to its pool's queue for its priority (blocking call)."""
     name = queue_name(pool, priority)
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=name, exchange=EXCHANGE.name, routing_key=name)
+
+
+# What Celery's send_task puts in a run_job message, less what varies per message.
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_HEADERS: dict[str, Any] = {
+    "lang": "py",
+    "task": RUN_JOB_TASK,
+    "shadow": None,
+    "eta": None,
+    "expires": None,
+    "group": None,
+    "group_index": None,
+    "retries": 0,
+    "timelimit": [None, None],
+    "parent_id": None,
+    "kwargsrepr": "{}",
+    "origin": f"{os.getpid()}@{socket.gethostname()}",
+    "ignore_result": None,
+    "replaced_task_nesting": 0,
+    "stamped_headers": None,
+    "stamps": {},
+}
+
+
+def run_job_message(job_id: str, queue: str, headers: dict[str, Any] | None = None) -> bytes:
+    """A run_job message in Celery's protocol 2, as kombu's Redis transport stores it."""
+    task_id = str(uuid.uuid4())
+    body = base64.b64encode(orjson.dumps([[job_id], {}, _EMBED])).decode()
+    return orjson.dumps(
+        {
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                **_HEADERS,
+                "id": task_id,
+                "root_id": task_id,
+                "argsrepr": repr([job_id]),
+                **(headers or {}),
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": EXCHANGE.name, "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
+
+
+class RedisPublisher:
+    """`enqueue` for the API on a Redis broker: one LPUSH from the event loop.
+
+    Celery's send_task builds the same message through kombu for about 2 ms of CPU and
+    blocks a thread while it does (measured: one process publishes ~200 messages/s that
+    way), which capped the submit path. Workers cannot tell the difference: the message
+    is the one kombu would have pushed, to the list kombu's Redis transport reads (a
+    priority-0 message lives in the list named after its queue).
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def enqueue(
+        self, job_id: str, pool: str, priority: str, headers: dict[str, Any] | None = None
+    ) -> None:
+        name = queue_name(pool, priority)
+        await self.client.lpush(name, run_job_message(job_id, name, headers))
+
+    async def close(self) -> None:
+        await self.client.aclose()

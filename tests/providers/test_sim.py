@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -185,6 +186,7 @@ def test_sim_records_each_completed_generation_once(tmp_path: Path) -> None:
         )
 
     lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert all(line.pop("pid") == os.getpid() and line.pop("at") > 0 for line in lines)
     assert lines == [
         {
             "completed": True,

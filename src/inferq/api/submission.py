@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 from starlette.concurrency import run_in_threadpool
 
 from inferq import redis_keys
@@ -17,8 +18,10 @@ from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
+from inferq.observability import propagation
 from inferq.observability.metrics import ADMISSION_REJECTIONS, JOBS_SUBMITTED
-from inferq.queue import enqueue
+from inferq.observability.tracing import tracer
+from inferq.queue import RUN_JOB_TASK, enqueue
 from inferq.streams import append_terminal, wait_terminal
 
 if TYPE_CHECKING:
@@ -88,7 +91,15 @@ async def admit(services: Services, caller: Caller, job_id: str, reserve_tokens:
 
 async def publish(services: Services, job_id: str, pool: str, priority: str) -> None:
     try:
-        await run_in_threadpool(enqueue, services.celery, job_id, pool, priority)
+        if services.publisher is None:
+            await run_in_threadpool(enqueue, services.celery, job_id, pool, priority)
+        else:
+            # The span Celery's instrumentation would open around send_task.
+            with tracer.start_as_current_span(
+                f"apply_async/{RUN_JOB_TASK}", kind=SpanKind.PRODUCER
+            ):
+                headers = propagation.outgoing_headers()
+                await services.publisher.enqueue(job_id, pool, priority, headers)
     except Exception as exc:
         log.warning("enqueue of %s failed: %s", job_id, exc)
         await services.jobs.fail_unqueued(job_id, f"the broker refused the job: {exc}")

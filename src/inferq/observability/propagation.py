@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import signals
+from opentelemetry import propagate
 
 from inferq.observability.logs import current_request_id
 
@@ -15,6 +16,15 @@ def _add_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
     request_id = current_request_id()
     if request_id is not None and headers is not None:
         headers[HEADER] = request_id
+
+
+def outgoing_headers() -> dict[str, Any]:
+    """Headers for a message published without Celery (see queue.RedisPublisher): the
+    request id and, when tracing is on, the current trace context."""
+    headers: dict[str, Any] = {}
+    _add_request_id(headers)
+    propagate.inject(headers)
+    return headers
 
 
 def install() -> None:

@@ -78,9 +78,14 @@ class WebhookSender:
 
     def on_job_finished(self, job: Job) -> None:
         """Finish hook: the job's event is due now."""
-        if job.webhook_url is not None and self.store.arm_job(job.id):
-            self._parents.remember(job.id)
+        if job.webhook_url is None:
+            return
+        # Remembered first: the sweep may claim the delivery the moment it is armed.
+        self._parents.remember(job.id)
+        if self.store.arm_job(job.id):
             self._wake.set()
+        else:
+            self._parents.forget(job.id)
 
     def sweep(self) -> int:
         """One pass; returns how many attempts it made."""
