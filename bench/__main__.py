@@ -38,7 +38,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="leave latest.json and BENCHMARKS.md alone")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM baseline")
     parser.add_argument("--redis-url", help="a Redis to use (no db number); default: embedded")
-    parser.add_argument("--database-url", help="PostgreSQL admin URL; default: SQLite files")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("INFERQ_BENCH_DATABASE_URL"),
+        help="PostgreSQL admin URL (or INFERQ_BENCH_DATABASE_URL); default: SQLite files",
+    )
     parser.add_argument("--log-level", default="INFO", help="inferq's log level (INFO)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile.name,
         "started": started.isoformat(timespec="seconds"),
         "machine": describe(REPO),
+        "job_store": "PostgreSQL" if args.database_url else "SQLite",
         "scenarios": {},
         "figures": [],
     }

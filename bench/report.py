@@ -83,7 +83,8 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
         "# inferq benchmarks",
         "",
         f"Profile **{results['profile']}**, taken {results['started']} on: "
-        f"{one_line(results['machine'])}.",
+        f"{one_line(results['machine'])}. inferq's job store: "
+        f"{results.get('job_store', 'SQLite')}.",
         "",
         "Regenerate with `make bench` (about 20 minutes; `make bench-quick` for a shorter "
         "run of the same scenarios). Every figure stands beside a baseline measured in the "
