@@ -83,7 +83,9 @@ def test_stream_cut_mid_answer_is_retried_and_readers_are_told_to_reset(faulty: 
     kinds = [e.event for e in events]
     assert final["status"] == "succeeded" and final["attempts"] == 2
     reset = kinds.index("reset")
-    assert kinds[:reset] == ["delta"] * 3 and kinds[-1] == "done"
+    # Text had been streamed when the attempt broke (deltas a millisecond apart share
+    # entries, so their number is not the number of tokens).
+    assert kinds[:reset] and set(kinds[:reset]) == {"delta"} and kinds[-1] == "done"
     assert text_of(events[reset:]) == final["output"]["text"]
     assert len(final["output"]["text"].split()) == 8
 

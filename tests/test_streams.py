@@ -39,7 +39,7 @@ def test_deltas_lost_while_redis_is_away_are_repaired_before_the_end(
 ) -> None:
     client = redis.Redis.from_url(redis_dbs.allocate())
     away = unreachable()
-    writer = StreamWriter(client, "job-1", ttl_seconds=60, maxlen=100)
+    writer = StreamWriter(client, "job-1", ttl_seconds=60, maxlen=100, coalesce_seconds=0)
     writer.delta("one ")
     writer.client = away
     writer.delta("two ")  # not written: Redis is unreachable
@@ -64,3 +64,18 @@ def test_terminal_event_that_cannot_be_written_does_not_raise(redis_dbs: RedisDa
         created_at=datetime.now(UTC), attempts=1, metadata={},
     )
     writer.terminal(job)  # logged, not raised: the row is the record
+
+
+def test_deltas_close_together_are_sent_as_one_entry(redis_dbs: RedisDatabases) -> None:
+    client = redis.Redis.from_url(redis_dbs.allocate())
+    writer = StreamWriter(client, "job-3", ttl_seconds=60, maxlen=100, coalesce_seconds=0.05)
+    for word in ["a ", "b ", "c ", "d"]:
+        writer.delta(word)  # the first goes at once; the rest wait for the next write
+    assert replay(client, "job-3") == ("a ", ["delta"])
+    job = Job(
+        id="job-3", status="succeeded", model="sim", priority="normal",
+        output=Output(text="a b c d", finish_reason="stop"),
+        created_at=datetime.now(UTC), attempts=1, metadata={},
+    )
+    writer.terminal(job)
+    assert replay(client, "job-3") == ("a b c d", ["delta", "delta", "done"])

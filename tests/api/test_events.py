@@ -65,7 +65,8 @@ def test_client_connecting_after_the_end_gets_the_whole_replay(service: Service)
         events = read_events(client, job["id"])
     assert events[-1].event == "done"
     assert text_of(events) == final["output"]["text"] != ""
-    assert sum(e.event == "delta" for e in events) == final["usage"]["completion_tokens"]
+    # Tokens that arrive within a few milliseconds share a delta.
+    assert 1 <= sum(e.event == "delta" for e in events) <= final["usage"]["completion_tokens"]
 
 
 def test_failed_job_ends_its_stream_with_one_error_event(service: Service) -> None:

@@ -69,12 +69,10 @@ class BatchRunner:
 
     def on_job_finished(self, job: Job) -> None:
         """Finish hook: when a batch's last unfinished job ends, the batch moves on."""
+        batch_id = job.batch_id  # the finished row's own: no query for a job of no batch
+        if batch_id is None:
+            return
         with self.engine.connect() as conn:
-            batch_id = conn.execute(
-                sa.select(jobs.c.batch_id).where(jobs.c.id == job.id)
-            ).scalar_one_or_none()
-            if batch_id is None:
-                return
             if conn.execute(sa.select(queries.has_jobs_in(batch_id, queries.UNFINISHED))).scalar():
                 return
         self.advance(batch_id)

@@ -118,6 +118,8 @@ class Job(BaseModel):
     key_id: str | None = Field(default=None, exclude=True)
     # Lets a finish hook skip jobs without a webhook; never serialized.
     webhook_url: str | None = Field(default=None, exclude=True)
+    # Lets the batch hook skip jobs of no batch without a query; never serialized.
+    batch_id: str | None = Field(default=None, exclude=True)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -151,6 +153,7 @@ class Job(BaseModel):
             cost_usd=m.get("cost_usd"),
             key_id=m.get("key_id"),
             webhook_url=m.get("webhook_url"),
+            batch_id=m.get("batch_id"),
             metadata=m["metadata"] or {},
         )
 

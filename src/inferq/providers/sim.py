@@ -47,7 +47,7 @@ _WORDS = (
 VOCABULARY = tuple(_WORDS.split())
 
 # Longest sleep between two chunks: a consumer checks for cancellation once per chunk.
-STEP_SECONDS = 0.05
+STEP_SECONDS = 0.2
 
 _record_lock = threading.Lock()
 
