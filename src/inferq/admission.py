@@ -11,6 +11,8 @@ the limit itself. Keys carry a hash tag, so a key's structures share a cluster s
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +22,8 @@ import redis
 import redis.asyncio as aioredis
 
 from inferq import redis_keys
+
+log = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 
@@ -163,17 +167,37 @@ def _or_none(limit: int | None) -> int:
 
 
 class QueueDepth:
-    """The service's queued-job count, read at most once per `ttl` seconds per process."""
+    """The service's queued-job count, read at most once per `ttl` seconds per process.
+
+    One read at a time: the request that finds the value stale reads it; those arriving
+    while it does go on with the last value (32 concurrent submitters used to count the
+    queue 32 times at once).
+    """
 
     def __init__(self, count: Callable[[], Awaitable[int]], ttl: float = 1.0) -> None:
         self.count = count
         self.ttl = ttl
         self._value = 0
         self._read_at = -math.inf
+        self._refresh: asyncio.Task[None] | None = None
 
     async def get(self) -> int:
-        now = time.monotonic()
-        if now - self._read_at > self.ttl:
-            self._value = await self.count()
-            self._read_at = now
+        if time.monotonic() - self._read_at <= self.ttl:
+            return self._value
+        if self._refresh is None or self._refresh.done():
+            # This request reads; the ones arriving meanwhile go on with the last value.
+            self._refresh = asyncio.create_task(self._read())
+            await asyncio.shield(self._refresh)
+        elif self._read_at == -math.inf:
+            await asyncio.shield(self._refresh)  # no value yet: wait for the first read
         return self._value
+
+    async def _read(self) -> None:
+        try:
+            self._value = await self.count()
+        except Exception:
+            if self._read_at == -math.inf:
+                raise  # the first caller answers for it (the store is down: 503)
+            log.warning("queue depth: could not count; keeping %d", self._value, exc_info=True)
+            return
+        self._read_at = time.monotonic()

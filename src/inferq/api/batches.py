@@ -66,7 +66,7 @@ class BatchCreate(BaseModel):
         return value
 
 
-def _batches(services: ServicesDep) -> BatchStore:
+async def _batches(services: ServicesDep) -> BatchStore:
     return BatchStore(services.engine)
 
 

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from inferq.app import Services
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in a worker thread, a hand-off that cost more than the function itself.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -52,7 +54,7 @@ async def admin_caller(caller: CurrentCaller) -> Caller:
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Bodies must be JSON; anything else is 415 rather than a confusing 422."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):

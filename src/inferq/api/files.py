@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
 
-def _files(services: ServicesDep) -> FileStore:
+async def _files(services: ServicesDep) -> FileStore:
     return FileStore(services.engine)
 
 
