@@ -154,3 +154,25 @@ def test_redis_failing_under_a_job_hands_it_back_to_the_queue(bare_service: Serv
     ctx.engine.dispose()
     assert final["status"] == "succeeded" and final["output"]["text"] == "fine"
     assert final["attempts"] == 2 and calls == [job["id"], job["id"]]
+
+
+def test_job_cancelled_in_the_queue_is_counted_and_logged_as_finished(
+    bare_service: Service,
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with bare_service.client() as client:
+        job = submit(client, model="sim", prompt="never runs")
+        assert client.delete(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+        scraped = client.get("/metrics").text
+    finished = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "inferq_jobs_finished_total" and sample.labels["model"] == "sim"
+    }
+    assert finished == {"cancelled": 1.0}
+    lines = [json.loads(line) for line in (bare_service.root / "api.log").read_text().splitlines()
+             if line.startswith("{")]
+    ended = [line for line in lines if line.get("event") == "job.finished"]
+    assert [(e["job_id"], e["outcome"]) for e in ended] == [(job["id"], "cancelled")]

@@ -35,8 +35,13 @@ local window, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local reserve, max_active, job = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local horizon = now - window
 redis.call('ZREMRANGEBYSCORE', requests, 0, horizon)
+-- The hash keeps each reservation and, under '_total', their sum: reading the sum is
+-- O(1) instead of adding up every reservation in the window on every request.
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', tokens, 0, horizon)) do
-  redis.call('HDEL', amounts, old)
+  local amount = tonumber(redis.call('HGET', amounts, old) or '0')
+  if redis.call('HDEL', amounts, old) == 1 then
+    redis.call('HINCRBY', amounts, '_total', -amount)
+  end
 end
 redis.call('ZREMRANGEBYSCORE', tokens, 0, horizon)
 local count = redis.call('ZCARD', requests)
@@ -45,8 +50,7 @@ if rpm >= 0 and count >= rpm then
   return {0, 'requests', tonumber(oldest[2]) + window - now, rpm, 0}
 end
 if tpm >= 0 then
-  local used = 0
-  for _, v in ipairs(redis.call('HVALS', amounts)) do used = used + tonumber(v) end
+  local used = tonumber(redis.call('HGET', amounts, '_total') or '0')
   if reserve > tpm then return {0, 'tokens_exceed_limit', 0, tpm, tpm - used} end
   if used + reserve > tpm then
     -- Wait until enough of the oldest reservations leave the window.
@@ -65,14 +69,17 @@ end
 redis.call('ZADD', requests, now, job)
 redis.call('ZADD', tokens, now, job)
 redis.call('HSET', amounts, job, reserve)
+redis.call('HINCRBY', amounts, '_total', reserve)
 redis.call('SADD', active, job)
 for _, key in ipairs({requests, tokens, amounts}) do redis.call('PEXPIRE', key, window * 2) end
 return {1, 'ok', 0, rpm, rpm >= 0 and rpm - count - 1 or -1}
 """
 
 SETTLE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+local reserved = redis.call('HGET', KEYS[1], ARGV[1])
+if reserved then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[1], '_total', tonumber(ARGV[2]) - tonumber(reserved))
 end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1

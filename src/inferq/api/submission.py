@@ -18,6 +18,7 @@ from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
+from inferq.observability import jobs as obs
 from inferq.observability import propagation
 from inferq.observability.metrics import ADMISSION_REJECTIONS, JOBS_SUBMITTED
 from inferq.observability.tracing import tracer
@@ -117,6 +118,7 @@ async def cancel(services: Services, key_id: str, job_id: str) -> tuple[Job, boo
         job = await _must_get(services, key_id, job_id)
         await append_terminal(services.redis, job, ttl)
         await services.admission.release(key_id, job_id)
+        obs.job_finished(job, None, None)  # it ended here, not on a worker
         return job, False
     if await services.jobs.request_cancel(key_id, job_id):
         await services.redis.set(
