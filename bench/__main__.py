@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = _plan(selected, profile, with_litellm)
     failed = _run_plan(plan, results, args, console)
     results["seconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
-    report.write(results, out, publish=not args.no_publish and not failed)
+    # Only a full run replaces BENCHMARKS.md and bench/results/latest*.
+    publish = not args.no_publish and not failed and profile.name == "full"
+    report.write(results, out, publish=publish)
     report.print_table(results, console)
     console.print(f"results: {out}/results.json, report.md and plots"
                   f" ({results['seconds']:.0f} s)")

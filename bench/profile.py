@@ -44,16 +44,16 @@ FULL = Profile(
 QUICK = Profile(
     name="quick",
     s1_rates=(25, 50, 100),
-    s1_seconds=5,
-    s1_warmup_seconds=1,
-    s2_jobs=2000,
-    s2_skeleton_jobs=6,
+    s1_seconds=2,
+    s1_warmup_seconds=0.5,
+    s2_jobs=500,
+    s2_skeleton_jobs=4,
     s2_worker_concurrency=1200,
-    s3_seconds=5,
+    s3_seconds=4,
     s3_repeats=1,
-    s4_runs=2,
-    s4_tokens=128,
-    s5_jobs=3000,
+    s4_runs=1,
+    s4_tokens=64,
+    s5_jobs=600,
 )
 
 # Seconds per scenario: checks that the harness runs and writes what it should.
