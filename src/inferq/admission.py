@@ -39,8 +39,9 @@ redis.call('ZREMRANGEBYSCORE', requests, 0, horizon)
 -- O(1) instead of adding up every reservation in the window on every request.
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', tokens, 0, horizon)) do
   local amount = tonumber(redis.call('HGET', amounts, old) or '0')
-  if redis.call('HDEL', amounts, old) == 1 then
-    redis.call('HINCRBY', amounts, '_total', -amount)
+  -- Never `-amount`: for 0 that is -0, which HINCRBY refuses as not an integer.
+  if redis.call('HDEL', amounts, old) == 1 and amount ~= 0 then
+    redis.call('HINCRBY', amounts, '_total', 0 - amount)
   end
 end
 redis.call('ZREMRANGEBYSCORE', tokens, 0, horizon)
@@ -79,7 +80,8 @@ SETTLE = """
 local reserved = redis.call('HGET', KEYS[1], ARGV[1])
 if reserved then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('HINCRBY', KEYS[1], '_total', tonumber(ARGV[2]) - tonumber(reserved))
+  local change = tonumber(ARGV[2]) - tonumber(reserved)
+  if change ~= 0 then redis.call('HINCRBY', KEYS[1], '_total', change) end
 end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1
@@ -119,7 +121,8 @@ def _keys(key_id: str) -> list[str]:
 class Admission:
     """API side: take a slot (or refuse) before a job is stored."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, window_ms: int = WINDOW_MS) -> None:
+        self.window_ms = window_ms
         self._admit = client.register_script(ADMIT)
         self._settle = client.register_script(SETTLE)
 
@@ -135,7 +138,7 @@ class Admission:
         reply = await self._admit(
             keys=_keys(key_id),
             args=[
-                WINDOW_MS,
+                self.window_ms,
                 _or_none(rpm),
                 _or_none(tpm),
                 reserve_tokens,
