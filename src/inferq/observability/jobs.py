@@ -149,7 +149,7 @@ def job_finished(
     if job.usage is not None:
         metrics.TOKENS.labels(served, "input").inc(job.usage.prompt_tokens)
         metrics.TOKENS.labels(served, "output").inc(job.usage.completion_tokens)
-    if job.cost_usd:
+    if job.cost_usd is not None:  # a free model shows its cost, 0, too
         metrics.COST.labels(served).inc(job.cost_usd)
     fields: dict[str, Any] = {
         "job_id": job.id,
