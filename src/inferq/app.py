@@ -18,6 +18,7 @@ from inferq.api import problems, router
 from inferq.api.limits import BodyLimitMiddleware
 from inferq.config import Settings, get_settings
 from inferq.db.engine import create_async
+from inferq.heap import freeze_startup_heap
 from inferq.idempotency import Idempotency
 from inferq.jobs.store import JobStore
 from inferq.keys import KeyStore
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.bootstrap_key.get_secret_value(), "bootstrap", admin=True
             )
         app.state.services = services
+        freeze_startup_heap()
         try:
             yield
         finally:

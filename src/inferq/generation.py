@@ -177,8 +177,14 @@ class GenerateHandler:
         except ProviderError as exc:
             # A refusal means the endpoint answered: it is healthy as far as the breaker goes.
             state = self.breaker.record(spec.endpoint, ok=not exc.retryable)
-            log.info("job %s: %s failed (%s: %s); circuit %s", claimed.id, model, exc.kind,
-                     exc.detail, state)
+            log.info(
+                "job %s: %s failed (%s: %s); circuit %s",
+                claimed.id,
+                model,
+                exc.kind,
+                exc.detail,
+                state,
+            )
             raise
 
     def _finished(

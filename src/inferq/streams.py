@@ -69,6 +69,10 @@ class StreamWriter:
     (Redis unreachable for seconds) does not fail the job: the writer notes the gap, and
     before the terminal event it appends a `reset` and the whole text as one delta, so a
     reader who concatenates deltas still ends with the right answer.
+
+    A writer that is not `live` (nobody reads the job's text as it comes: a non-stream
+    completion waits for the whole answer) writes the terminal event only; the job row
+    and the terminal event carry the text.
     """
 
     def __init__(
@@ -78,8 +82,10 @@ class StreamWriter:
         ttl_seconds: int,
         maxlen: int,
         coalesce_seconds: float = 0.005,
+        live: bool = True,
     ) -> None:
         self.client = client
+        self.live = live
         self.key = redis_keys.job_stream(job_id)
         self.ttl = ttl_seconds
         self.maxlen = maxlen
@@ -104,7 +110,7 @@ class StreamWriter:
 
     def delta(self, text: str) -> None:
         self._text.append(text)
-        if self._gap:
+        if self._gap or not self.live:
             return  # the repair before the terminal event carries it
         self._pending.append(text)
         if time.monotonic() - self._last_write >= self.coalesce_seconds:
@@ -126,6 +132,8 @@ class StreamWriter:
         self._text.clear()
         self._pending.clear()  # text of the attempt being dropped
         self._attempt = attempt
+        if not self.live:
+            return
         try:
             self._add({"event": b"reset", "data": orjson.dumps({"attempt": attempt})})
             self._gap = False

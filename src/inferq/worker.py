@@ -31,6 +31,7 @@ from inferq.db.engine import create_sync
 from inferq.embedding_jobs import EmbedHandler
 from inferq.errors import InferqError
 from inferq.generation import GenerateHandler
+from inferq.heap import freeze_startup_heap
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
 from inferq.jobs.schemas import Job
 from inferq.liveness import Liveness, StopSignal
@@ -122,6 +123,7 @@ class JobRunner:
             job_id,
             ttl_seconds=self.ctx.settings.result_ttl_seconds,
             maxlen=self.ctx.settings.max_tokens_limit + 64,
+            live=bool(claimed.payload.get("stream", True)),
         )
         if claimed.attempts > 1:
             writer.reset(claimed.attempts)
@@ -298,6 +300,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         without_heartbeat=True,
         optimization="fair",
     )
+    freeze_startup_heap()
     try:
         worker.start()
     finally:

@@ -94,7 +94,7 @@ async def _submit(body: Request, caller: Caller, services: Services) -> Job:
     job_request = checked_job(body.to_job(), spec, services.settings)
     return await submit(
         services,
-        NewJob.generation(caller.key_id, job_request),
+        NewJob.generation(caller.key_id, job_request, stream=body.stream),
         spec.pool,
         caller,
         prompt_texts=job_request.texts(),

@@ -65,4 +65,6 @@ def create_sync(url: str, pool_size: int = 20) -> sa.Engine:
         engine = sa.create_engine(full, pool_size=2, max_overflow=0, pool_timeout=60)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(full, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping (a SELECT 1 per checkout): a connection found dead raises, SQLAlchemy
+    # then recycles the whole pool, and the job goes back to the queue (see JobRunner).
+    return sa.create_engine(full, pool_size=pool_size, max_overflow=pool_size)

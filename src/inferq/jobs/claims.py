@@ -54,39 +54,79 @@ class Outcome:
     cost_usd: float | None = None
 
 
+def _bound(name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(f"b_{name}", type_=jobs.c[name].type)
+
+
+# The two statements every job runs, built once: constructing an UPDATE per call showed
+# in profiles (a tenth of a worker's database time); values travel as bound parameters.
+_CLAIM = (
+    sa.update(jobs)
+    .where(
+        jobs.c.id == sa.bindparam("b_id"),
+        jobs.c.status == "queued",
+        jobs.c.cancel_requested.is_(False),
+    )
+    .values(
+        status="running",
+        worker_id=sa.bindparam("b_worker", type_=jobs.c.worker_id.type),
+        attempts=jobs.c.attempts + 1,
+        claims=jobs.c.claims + 1,
+        started_at=sa.func.coalesce(jobs.c.started_at, sa.bindparam("b_now", type_=UTCDateTime())),
+    )
+    .returning(
+        jobs.c.id,
+        jobs.c.kind,
+        jobs.c.model,
+        jobs.c.priority,
+        jobs.c.attempts,
+        jobs.c.request,
+        jobs.c.batch_id,
+        jobs.c.key_id,
+        jobs.c.created_at,
+        jobs.c.claims,
+    )
+)
+# (column, Outcome attribute) pairs the finish writes.
+_OUTCOME_COLUMNS = (
+    ("status", "status"),
+    ("output_text", "text"),
+    ("finish_reason", "finish_reason"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("completion_tokens", "completion_tokens"),
+    ("error_type", "error_type"),
+    ("error_message", "error_message"),
+    ("result", "result"),
+    ("served_model", "served_model"),
+    ("cost_usd", "cost_usd"),
+)
+_FINISH = (
+    sa.update(jobs)
+    .where(
+        jobs.c.id == sa.bindparam("b_id"),
+        jobs.c.status == "running",
+        jobs.c.worker_id == sa.bindparam("b_worker"),
+    )
+    .values(
+        finished_at=sa.bindparam("b_now", type_=UTCDateTime()),
+        **{name: _bound(name) for name, _ in _OUTCOME_COLUMNS},
+    )
+    .returning(*jobs.c)
+)
+
+
 class ClaimStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        # Claim and finish are one statement each: autocommit saves a BEGIN and a COMMIT
+        # round trip per statement (two of the four database round trips of a job).
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def claim(self, job_id: str, worker_id: str) -> ClaimedJob | None:
         """queued → running for this worker; None if someone else has (or had) it."""
-        statement = (
-            sa.update(jobs)
-            .where(
-                jobs.c.id == job_id, jobs.c.status == "queued", jobs.c.cancel_requested.is_(False)
-            )
-            .values(
-                status="running",
-                worker_id=worker_id,
-                attempts=jobs.c.attempts + 1,
-                claims=jobs.c.claims + 1,
-                started_at=sa.func.coalesce(jobs.c.started_at, sa.literal(utcnow(), UTCDateTime())),
-            )
-            .returning(
-                jobs.c.id,
-                jobs.c.kind,
-                jobs.c.model,
-                jobs.c.priority,
-                jobs.c.attempts,
-                jobs.c.request,
-                jobs.c.batch_id,
-                jobs.c.key_id,
-                jobs.c.created_at,
-                jobs.c.claims,
-            )
-        )
-        with self.engine.begin() as conn:
-            row = conn.execute(statement).first()
+        values = {"b_id": job_id, "b_worker": worker_id, "b_now": utcnow()}
+        with self.autocommit.connect() as conn:
+            row = conn.execute(_CLAIM, values).first()
         if row is None:
             return None
         return ClaimedJob(
@@ -104,26 +144,14 @@ class ClaimStore:
 
     def finish(self, job_id: str, worker_id: str, outcome: Outcome) -> Job | None:
         """running → terminal, only for the worker that holds the claim."""
-        statement = (
-            sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.worker_id == worker_id)
-            .values(
-                status=outcome.status,
-                output_text=outcome.text,
-                finish_reason=outcome.finish_reason,
-                prompt_tokens=outcome.prompt_tokens,
-                completion_tokens=outcome.completion_tokens,
-                error_type=outcome.error_type,
-                error_message=outcome.error_message,
-                result=outcome.result,
-                served_model=outcome.served_model,
-                cost_usd=outcome.cost_usd,
-                finished_at=utcnow(),
-            )
-            .returning(*jobs.c)
-        )
-        with self.engine.begin() as conn:
-            row = conn.execute(statement).first()
+        values = {
+            "b_id": job_id,
+            "b_worker": worker_id,
+            "b_now": utcnow(),
+            **{f"b_{name}": getattr(outcome, attr) for name, attr in _OUTCOME_COLUMNS},
+        }
+        with self.autocommit.connect() as conn:
+            row = conn.execute(_FINISH, values).first()
         return Job.from_row(row) if row else None
 
     def add_attempt(self, job_id: str) -> None:

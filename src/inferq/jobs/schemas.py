@@ -67,8 +67,9 @@ class JobCreate(BaseModel):
         """The prompt text, for token estimates."""
         return [m.content for m in self.messages] if self.messages else [self.prompt or ""]
 
-    def generation(self) -> GenerationRequest:
+    def generation(self, stream: bool = True) -> GenerationRequest:
         return GenerationRequest(
+            stream=stream,
             messages=[m.model_dump() for m in self.messages] if self.messages else None,
             prompt=self.prompt,
             max_tokens=self.max_tokens,

@@ -65,13 +65,14 @@ class NewJob:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @classmethod
-    def generation(cls, key_id: str, job: JobCreate, **fields: Any) -> NewJob:
-        """A chat or completion job from its validated request."""
+    def generation(cls, key_id: str, job: JobCreate, stream: bool = True, **fields: Any) -> NewJob:
+        """A chat or completion job from its validated request; `stream=False` when the
+        caller waits for the whole answer (no live deltas are written)."""
         return cls(
             key_id=key_id,
             model=job.model,
             priority=job.priority,
-            payload=asdict(job.generation()),
+            payload=asdict(job.generation(stream)),
             metadata=job.metadata,
             webhook_url=job.webhook.url if job.webhook else None,
             **fields,

@@ -38,6 +38,9 @@ def _json(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "celery.app.trace", "celery.worker.strategy")
+
+
 def configure_logging(settings: Settings, console: bool | None = None) -> None:
     """Route stdlib and structlog lines through one renderer on stderr."""
     if console is None:
@@ -76,6 +79,12 @@ def configure_logging(settings: Settings, console: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level.upper())
+    # A line per HTTP call and two per Celery task repeat what the job's own lines say,
+    # and were three of a worker's five log lines per job (a tenth of its CPU at load).
+    # They come back at DEBUG.
+    quiet = max(logging.getLevelName(settings.log_level.upper()), logging.WARNING)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     logging.captureWarnings(True)
 
 

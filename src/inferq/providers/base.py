@@ -40,6 +40,10 @@ class GenerationRequest:
     top_p: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
+    # Whether anyone reads the text as it is generated. A whole answer (a non-stream
+    # chat completion) lets the provider make one non-streaming call: one response to
+    # parse instead of a chunk per token.
+    stream: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,10 @@ class ChatModelProvider(ABC):
     api_key_env: ClassVar[str | None] = None
     # Params without which the model cannot be built.
     required_params: ClassVar[tuple[str, ...]] = ()
+    # Whether a request nobody streams is made as one non-streaming call. Off for
+    # providers whose calls must stop on cancel or deadline mid-generation (a streamed
+    # call checks between chunks; a whole call only before and after).
+    whole_calls: ClassVar[bool] = True
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -148,6 +156,9 @@ class ChatModelProvider(ABC):
         if cancel is not None and cancel.is_set():
             yield Finish(finish_reason="cancelled", prompt_tokens=0, completion_tokens=0)
             return
+        if not request.stream and self.whole_calls:
+            yield from self._whole(request, cancel)
+            return
         usage = {"prompt": 0, "completion": 0}
         finish_reason = "stop"
         chunks: Iterator[Any] = iter(())
@@ -183,6 +194,34 @@ class ChatModelProvider(ABC):
             finish_reason=finish_reason,
             prompt_tokens=usage["prompt"],
             completion_tokens=usage["completion"],
+        )
+
+    def _whole(
+        self, request: GenerationRequest, cancel: threading.Event | None
+    ) -> Iterator[StreamEvent]:
+        """One non-streaming call, told as one Delta and the Finish."""
+        try:
+            message = self.model.invoke(
+                to_langchain_messages(request), stop=request.stop, **self.call_kwargs(request)
+            )
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise self.map_error(exc) from exc
+        usage = getattr(message, "usage_metadata", None) or {}
+        prompt_tokens = usage.get("input_tokens", 0)
+        completion_tokens = usage.get("output_tokens", 0)
+        if cancel is not None and cancel.is_set():
+            # Stopped while the call ran: the answer came too late to count.
+            yield Finish("cancelled", prompt_tokens, completion_tokens)
+            return
+        text = str(message.text) if isinstance(message, AIMessage) else str(message.content)
+        if text:
+            yield Delta(text)
+        yield Finish(
+            finish_reason=_finish_reason(message.response_metadata) or "stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
         )
 
     def close(self) -> None:

@@ -240,6 +240,8 @@ class LlamaCppProvider(ChatModelProvider):
     `n_ctx`, `n_threads`, `n_batch`, `temperature`, `top_p`."""
 
     default_pool: ClassVar[str] = "local"
+    # Generation runs here, token by token: a cancel or deadline must stop it midway.
+    whole_calls: ClassVar[bool] = False
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -259,6 +259,9 @@ _ERRORS: dict[str, type[ProviderError]] = {
 @dataclass
 class SimProvider(ChatModelProvider):
     """The simulated provider; registry `params` are `SimulatedChatModel` fields."""
+
+    # It simulates a streaming call at a pace, which cancel and deadline tests stop midway.
+    whole_calls: ClassVar[bool] = False
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:
