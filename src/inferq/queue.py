@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from inferq.broker import TRANSPORT
 from inferq.config import PRIORITIES, Settings
 
 RUN_JOB_TASK = "inferq.run_job"
@@ -43,9 +44,12 @@ def make_celery(settings: Settings, pool_connections: int = 64) -> Celery:
         # workers are recovered in seconds by the reaper, not by this timeout.
         "visibility_timeout": settings.visibility_timeout_seconds,
     }
+    transport: str | None = None
     if settings.broker_is_redis():
         transport_options["queue_order_strategy"] = "priority"
         transport_options["max_connections"] = pool_connections
+        if settings.resolved_broker_url.startswith(("redis://", "rediss://")):
+            transport = TRANSPORT
     app.conf.update(
         # Each queue bound by its own name on one direct exchange: a message reaches
         # exactly the queue it names.
@@ -65,6 +69,7 @@ def make_celery(settings: Settings, pool_connections: int = 64) -> Celery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_enable_remote_control=False,
+        broker_transport=transport,
         broker_transport_options=transport_options,
         broker_pool_limit=pool_connections,
         # A broker that does not answer must turn into a quick 503 at submit.
