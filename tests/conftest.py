@@ -198,7 +198,10 @@ class Service:
         """A new API key made with `inferq keys create`, as an operator would."""
         out = subprocess.run(
             [sys.executable, "-m", "inferq", "keys", "create", *options],
-            env=self.env, capture_output=True, text=True, check=True,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         return out.strip().splitlines()[-1]
 
@@ -229,7 +232,6 @@ class Service:
         # Empty the database, claim included, so a later service of this run reuses it.
         with contextlib.suppress(redis.RedisError):  # a test may have taken its Redis down
             redis.Redis.from_url(self.redis_url).flushdb()
-
 
     def redis_stream_length(self, job_id: str) -> int:
         from inferq import redis_keys

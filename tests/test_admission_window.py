@@ -19,20 +19,27 @@ def test_tokens_leave_the_window_and_zero_reservations_expire_cleanly(
         admission = Admission(client, window_ms=300)
         seen = []
         for job, reserve in (("a", 60), ("b", 0), ("c", 40)):
-            d = await admission.admit("key", job, rpm=None, tpm=100, max_active=None,
-                                      reserve_tokens=reserve)
+            d = await admission.admit(
+                "key", job, rpm=None, tpm=100, max_active=None, reserve_tokens=reserve
+            )
             seen.append((d.admitted, reserve))
         await admission.release("key", "a", tokens_used=0)  # settled to 0 tokens
-        full = await admission.admit("key", "d", rpm=None, tpm=100, max_active=None,
-                                     reserve_tokens=70)
+        full = await admission.admit(
+            "key", "d", rpm=None, tpm=100, max_active=None, reserve_tokens=70
+        )
         seen.append((full.admitted, 70))  # 0 + 0 + 40 + 70 > 100
         await asyncio.sleep(0.35)  # every reservation leaves the window
-        later = await admission.admit("key", "e", rpm=None, tpm=100, max_active=None,
-                                      reserve_tokens=100)
+        later = await admission.admit(
+            "key", "e", rpm=None, tpm=100, max_active=None, reserve_tokens=100
+        )
         seen.append((later.admitted, 100))
         await client.aclose()
         return seen
 
     assert asyncio.run(scenario()) == [
-        (True, 60), (True, 0), (True, 40), (False, 70), (True, 100),
+        (True, 60),
+        (True, 0),
+        (True, 40),
+        (False, 70),
+        (True, 100),
     ]

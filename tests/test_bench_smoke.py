@@ -13,21 +13,41 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bench_smoke_writes_results_report_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "results"
     subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--no-publish", "--no-litellm",
-         "--no-progress", "--only", "S1,S2,S3,S5", "--out", str(out)],
-        cwd=REPO, check=True, timeout=240, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--no-publish",
+            "--no-litellm",
+            "--no-progress",
+            "--only",
+            "S1,S2,S3,S5",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=240,
+        capture_output=True,
     )
     results = json.loads((out / "results.json").read_text())
     assert set(results["scenarios"]) == {"S1", "S2", "S3", "S5"}
     assert results["machine"]["cores"] >= 1
     figures = {(f["scenario"], f["name"]): f for f in results["figures"]}
-    for key in [("S1", "added p99 non-stream @ 25/s"), ("S2", "jobs/s end to end"),
-                ("S3", "submit req/s @ 32 concurrent")]:
+    for key in [
+        ("S1", "added p99 non-stream @ 25/s"),
+        ("S2", "jobs/s end to end"),
+        ("S3", "submit req/s @ 32 concurrent"),
+    ]:
         assert figures[key]["value"], key
         assert figures[key]["baseline_value"] is not None or key[0] == "S1", key
     assert figures[("S2", "jobs completed exactly once")]["value"] == 100
     assert all(f["value"] is not None for f in results["figures"] if f["scenario"] == "S5")
     assert (out / "report.md").read_text().startswith("# inferq benchmarks")
     assert {p.name for p in out.glob("*.png")} >= {
-        "s1_latency_cdf_nonstream.png", "s2_throughput.png", "s2_in_flight.png", "s5_rss.png"
+        "s1_latency_cdf_nonstream.png",
+        "s2_throughput.png",
+        "s2_in_flight.png",
+        "s5_rss.png",
     }

@@ -55,7 +55,10 @@ def chaos(
     else:
         database_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     svc = start_service(
-        tmp_path, redis_dbs.allocate(), database_url, workers=(),
+        tmp_path,
+        redis_dbs.allocate(),
+        database_url,
+        workers=(),
         extra_env={
             "INFERQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
             "INFERQ_WEBHOOK_RETRY_SCHEDULE": "0,0.5,1,2,4",
@@ -96,8 +99,11 @@ def test_jobs_survive_faults_kills_and_dropped_connections(chaos: Service) -> No
         secret = client.get("/v1/webhooks/secret").json()["secret"]
 
         def submit(i: int) -> str:
-            body = {"model": "sim-chaos", "prompt": f"chaos job {i}",
-                    "webhook": {"url": receiver.url(f"/chaos/{i}")}}
+            body = {
+                "model": "sim-chaos",
+                "prompt": f"chaos job {i}",
+                "webhook": {"url": receiver.url(f"/chaos/{i}")},
+            }
             for _ in range(20):  # 503s while a connection is being re-made are fine
                 response = client.post("/v1/jobs", json=body)
                 if response.status_code == 202:
@@ -132,17 +138,22 @@ def test_jobs_survive_faults_kills_and_dropped_connections(chaos: Service) -> No
         received = [r for i in range(JOBS) for r in receiver.received(f"/chaos/{i}")]
 
     succeeded = [j for j in jobs if j["status"] == "succeeded"]
-    failed = Counter((j["status"], (j.get("error") or {}).get("type")) for j in jobs
-                     if j["status"] != "succeeded")
+    failed = Counter(
+        (j["status"], (j.get("error") or {}).get("type"))
+        for j in jobs
+        if j["status"] != "succeeded"
+    )
     killed = {workers[0].pid, workers[1].pid}
     completions: dict[str, list[int]] = {}
     for line in chaos.sim_record.read_text().splitlines():
         record = json.loads(line)
         completions.setdefault(record["prompt"], []).append(record["pid"])
     repeated = {p: pids for p, pids in completions.items() if len(pids) > 1}
-    print(f"chaos: {len(succeeded)}/{JOBS} succeeded, not: {dict(failed)}, "
-          f"{len(repeated)} provider calls repeated after their worker was killed, "
-          f"{len(received)} webhooks received")
+    print(
+        f"chaos: {len(succeeded)}/{JOBS} succeeded, not: {dict(failed)}, "
+        f"{len(repeated)} provider calls repeated after their worker was killed, "
+        f"{len(received)} webhooks received"
+    )
     for job in [j for j in jobs if j["status"] != "succeeded"][:5]:
         print("chaos: not succeeded:", job["id"], job["status"], job.get("error"))
     assert len(succeeded) >= JOBS * 0.95, failed

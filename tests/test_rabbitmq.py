@@ -51,8 +51,9 @@ def _purge_queues() -> None:
 def test_jobs_run_end_to_end_through_rabbitmq(rabbit_service: Service) -> None:
     with rabbit_service.client() as client:
         sim = submit(client, model="sim", prompt="via rabbit")
-        gemma = submit(client, model="gemma-3-270m", prompt="The sky is", max_tokens=12,
-                       temperature=0, seed=3)
+        gemma = submit(
+            client, model="gemma-3-270m", prompt="The sky is", max_tokens=12, temperature=0, seed=3
+        )
         events = read_events(client, gemma["id"])
         finals = [wait_terminal(client, j["id"]) for j in (sim, gemma)]
     assert [f["status"] for f in finals] == ["succeeded", "succeeded"]

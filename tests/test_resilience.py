@@ -22,7 +22,10 @@ def faulty(
 ) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("faulty")
     svc = start_service(
-        tmp, redis_dbs.allocate(), f"sqlite:///{tmp / 'db.sqlite'}", workers=(("io", 16),),
+        tmp,
+        redis_dbs.allocate(),
+        f"sqlite:///{tmp / 'db.sqlite'}",
+        workers=(("io", 16),),
         extra_env={
             "INFERQ_MODELS_FILE": str(TESTS / "resilience_models.yaml"),
             "INFERQ_TEST_FAULT_FILE": str(tmp / "fault"),

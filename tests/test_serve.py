@@ -53,8 +53,12 @@ def test_serve_starts_everything_serves_the_model_and_restarts_a_killed_worker(
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
     env.update(INFERQ_DATA_DIR=str(tmp_path / "data"), INFERQ_PORT=str(port))
     serve = subprocess.Popen(
-        [sys.executable, "-m", "inferq", "serve"], env=env, cwd=tmp_path, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "inferq", "serve"],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     out = Output(serve)
     try:
@@ -67,9 +71,21 @@ def test_serve_starts_everything_serves_the_model_and_restarts_a_killed_worker(
         assert (tmp_path / "data" / "inferq.db").exists()
 
         submitted = subprocess.run(
-            [sys.executable, "-m", "inferq", "submit", "gemma-3-270m", "The capital of France is",
-             "--max-tokens", "16", "--wait"],
-            env={**env, "INFERQ_API_KEY": key}, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "inferq",
+                "submit",
+                "gemma-3-270m",
+                "The capital of France is",
+                "--max-tokens",
+                "16",
+                "--wait",
+            ],
+            env={**env, "INFERQ_API_KEY": key},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert submitted.returncode == 0, submitted.stderr
         job = orjson.loads(submitted.stdout)

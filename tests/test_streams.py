@@ -46,9 +46,14 @@ def test_deltas_lost_while_redis_is_away_are_repaired_before_the_end(
     writer.client = client
     writer.delta("three")  # held back: the repair carries it
     job = Job(
-        id="job-1", status="succeeded", model="sim", priority="normal",
+        id="job-1",
+        status="succeeded",
+        model="sim",
+        priority="normal",
         output=Output(text="one two three", finish_reason="stop"),
-        created_at=datetime.now(UTC), attempts=1, metadata={},
+        created_at=datetime.now(UTC),
+        attempts=1,
+        metadata={},
     )
     writer.terminal(job)
     text, events = replay(client, "job-1")
@@ -60,8 +65,13 @@ def test_terminal_event_that_cannot_be_written_does_not_raise(redis_dbs: RedisDa
     away = unreachable()
     writer = StreamWriter(away, "job-2", ttl_seconds=60, maxlen=100)
     job = Job(
-        id="job-2", status="failed", model="sim", priority="normal",
-        created_at=datetime.now(UTC), attempts=1, metadata={},
+        id="job-2",
+        status="failed",
+        model="sim",
+        priority="normal",
+        created_at=datetime.now(UTC),
+        attempts=1,
+        metadata={},
     )
     writer.terminal(job)  # logged, not raised: the row is the record
 
@@ -73,9 +83,14 @@ def test_deltas_close_together_are_sent_as_one_entry(redis_dbs: RedisDatabases) 
         writer.delta(word)  # the first goes at once; the rest wait for the next write
     assert replay(client, "job-3") == ("a ", ["delta"])
     job = Job(
-        id="job-3", status="succeeded", model="sim", priority="normal",
+        id="job-3",
+        status="succeeded",
+        model="sim",
+        priority="normal",
         output=Output(text="a b c d", finish_reason="stop"),
-        created_at=datetime.now(UTC), attempts=1, metadata={},
+        created_at=datetime.now(UTC),
+        attempts=1,
+        metadata={},
     )
     writer.terminal(job)
     assert replay(client, "job-3") == ("a b c d", ["delta", "delta", "done"])

@@ -88,8 +88,9 @@ def test_sigterm_lets_the_worker_finish_its_job_then_exit(bare_service: Service)
     worker = bare_service.start_worker("io", 4)
     with bare_service.client() as client:
         job = submit(client, model="sim-slow", prompt="finish me")
-        wait_for(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running",
-                 timeout=30)
+        wait_for(
+            lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running", timeout=30
+        )
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         final = client.get(f"/v1/jobs/{job['id']}").json()
@@ -100,14 +101,21 @@ def test_sigterm_lets_the_worker_finish_its_job_then_exit(bare_service: Service)
 def test_job_that_keeps_losing_its_worker_ends_failed(
     tmp_path: Path, redis_dbs: RedisDatabases
 ) -> None:
-    svc = start_service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}",
-                        workers=(), extra_env={"INFERQ_MAX_ATTEMPTS": "1"})
+    svc = start_service(
+        tmp_path,
+        redis_dbs.allocate(),
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        workers=(),
+        extra_env={"INFERQ_MAX_ATTEMPTS": "1"},
+    )
     try:
         victim = svc.start_worker("io", 4)
         with svc.client() as client:
             job = submit(client, model="sim-slow", prompt="doomed")
-            wait_for(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running",
-                     timeout=30)
+            wait_for(
+                lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running",
+                timeout=30,
+            )
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             svc.start_worker("io", 4)
@@ -127,7 +135,8 @@ def test_redis_failing_under_a_job_hands_it_back_to_the_queue(bare_service: Serv
     from inferq.worker import JobRunner, build_context
 
     settings = Settings(
-        database_url=bare_service.database_url, redis_url=bare_service.redis_url,
+        database_url=bare_service.database_url,
+        redis_url=bare_service.redis_url,
         models_file=bare_service.env["INFERQ_MODELS_FILE"],
     )
     ctx = build_context(settings, "io", 4)
@@ -172,7 +181,10 @@ def test_job_cancelled_in_the_queue_is_counted_and_logged_as_finished(
         if sample.name == "inferq_jobs_finished_total" and sample.labels["model"] == "sim"
     }
     assert finished == {"cancelled": 1.0}
-    lines = [json.loads(line) for line in (bare_service.root / "api.log").read_text().splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for line in (bare_service.root / "api.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
     ended = [line for line in lines if line.get("event") == "job.finished"]
     assert [(e["job_id"], e["outcome"]) for e in ended] == [(job["id"], "cancelled")]

@@ -76,8 +76,11 @@ def test_a_retried_batch_creation_is_the_same_batch(service: Service) -> None:
     sdk = sdk_for(service, key)
     line = json.dumps(chat_line("one")).encode()
     upload = sdk.files.create(file=("in.jsonl", line), purpose="batch")
-    body = {"input_file_id": upload.id, "endpoint": "/v1/chat/completions",
-            "completion_window": "24h"}
+    body = {
+        "input_file_id": upload.id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
     idem = secrets.token_hex(8)
     with service.client(key) as client:
         first = post(client, "/v1/batches", idem, body)

@@ -116,6 +116,35 @@ def test_text_completion_whole_and_streamed(service: Service, sdk: openai.OpenAI
     assert streamed == whole.choices[0].text
 
 
+def test_non_stream_completion_writes_no_live_deltas(service: Service, sdk: openai.OpenAI) -> None:
+    # Nobody reads a non-stream answer as it comes: its job's event stream carries the
+    # terminal event only, with the whole text.
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="sim", messages=[{"role": "user", "content": "Hello there"}], max_tokens=8
+    )
+    text = raw.parse().choices[0].message.content
+    job_id = raw.headers["x-inferq-job-id"]
+    with service.client() as client:
+        body = client.get(f"/v1/jobs/{job_id}/events").text
+    events = [
+        line.split(":", 1)[1].strip() for line in body.splitlines() if line.startswith("event:")
+    ]
+    assert events == ["done"]
+    assert text and text in body
+
+    streamed = sdk.chat.completions.with_raw_response.create(
+        model="sim",
+        messages=[{"role": "user", "content": "Hello there"}],
+        max_tokens=8,
+        stream=True,
+    )
+    for _ in streamed.parse():
+        pass
+    with service.client() as client:
+        body = client.get(f"/v1/jobs/{streamed.headers['x-inferq-job-id']}/events").text
+    assert body.count("event: delta") > 1
+
+
 def test_models_list_in_openai_shape(sdk: openai.OpenAI) -> None:
     ids = {m.id for m in sdk.models.list()}
     assert {"gemma-3-270m", "sim"} <= ids

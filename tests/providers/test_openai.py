@@ -84,6 +84,18 @@ def test_openai_streams_non_empty_text_from_a_compatible_server(server_url: str)
     assert finish.finish_reason in {"stop", "length"}
 
 
+def test_openai_whole_answer_is_one_call_told_as_one_delta(server_url: str) -> None:
+    # Nobody streams it (a non-stream completion): one non-streaming call, whose usage
+    # the server does report (it streams none, see below).
+    request = GenerationRequest(
+        messages=user("What is the capital of France?"), max_tokens=12, stream=False
+    )
+    deltas, finish = collect(local(server_url), request)
+    assert len(deltas) == 1 and deltas[0].strip()
+    assert finish.finish_reason in {"stop", "length"}
+    assert finish.prompt_tokens > 0 and 0 < finish.completion_tokens <= 12
+
+
 def test_openai_max_tokens_caps_the_server_with_finish_length(server_url: str) -> None:
     request = GenerationRequest(
         messages=user("Write a long story about the sea."), max_tokens=5, temperature=0, seed=1
