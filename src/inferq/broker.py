@@ -17,16 +17,16 @@ from kombu.transport import redis as kombu_redis
 TRANSPORT = "inferq.broker:RedisTransport"
 
 
-class RedisChannel(kombu_redis.Channel):  # type: ignore[misc]
+class RedisChannel(kombu_redis.Channel):
     _shared_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
         if self._shared_client is None:
-            self._shared_client = super()._create_client(asynchronous=False)
+            self._shared_client = super()._create_client(asynchronous=False)  # type: ignore[no-untyped-call]
         return self._shared_client
 
 
-class RedisTransport(kombu_redis.Transport):  # type: ignore[misc]
+class RedisTransport(kombu_redis.Transport):
     Channel = RedisChannel

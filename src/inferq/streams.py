@@ -141,18 +141,19 @@ class StreamWriter:
             log.warning("stream %s: reset not written (%s)", self.key, exc)
             self._gap = True
 
-    def terminal(self, job: Job) -> None:
-        """Append the terminal event; the stream then lives `ttl` more seconds.
+    def terminal(self, job: Job, forget: str | None = None) -> None:
+        """Append the terminal event; the stream then lives `ttl` more seconds. `forget`
+        names a key deleted in the same round trip (the job's cancel flag).
 
         Never raises: a reader who misses it reads the job row, which is final already.
         """
         try:
-            self._terminal(job)
+            self._terminal(job, forget)
         except redis.RedisError as exc:
             log.warning("stream %s: terminal event not written: %s", self.key, exc)
 
     @_redis_retry
-    def _terminal(self, job: Job) -> None:
+    def _terminal(self, job: Job, forget: str | None) -> None:
         # MULTI/EXEC: a retry after a lost reply repeats the entries only after a first
         # terminal event, where readers have stopped.
         pipe = self.client.pipeline(transaction=True)
@@ -166,6 +167,8 @@ class StreamWriter:
                 pipe.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         pipe.xadd(self.key, terminal_entry(job), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         pipe.expire(self.key, self.ttl)
+        if forget is not None:
+            pipe.delete(forget)
         pipe.execute()
 
 

@@ -141,8 +141,7 @@ class JobRunner:
         if job is None:
             log.warning("job %s: claim lost before it finished; result dropped", job_id)
             return
-        writer.terminal(job)
-        self.ctx.redis.delete(redis_keys.cancel_flag(job_id))
+        writer.terminal(job, forget=redis_keys.cancel_flag(job_id))
         settings = self.ctx.settings
         obs.job_finished(job, line, provider, settings.log_content, claimed.payload)
         self.finished(job)
