@@ -60,16 +60,16 @@ QUICK = Profile(
 SMOKE = Profile(
     name="smoke",
     s1_rates=(25,),
-    s1_seconds=2,
-    s1_warmup_seconds=0.5,
-    s2_jobs=100,
+    s1_seconds=1,
+    s1_warmup_seconds=0.3,
+    s2_jobs=60,
     s2_skeleton_jobs=1,
     s2_worker_concurrency=256,
-    s3_seconds=1.5,
+    s3_seconds=1.0,
     s3_repeats=1,
     s4_runs=0,
     s4_tokens=16,
-    s5_jobs=200,
+    s5_jobs=100,
 )
 
 PROFILES = {p.name: p for p in (FULL, QUICK, SMOKE)}
