@@ -16,6 +16,9 @@ from bench.machine import one_line
 RESULTS = Path(__file__).resolve().parent / "results"
 LATEST_DIR = RESULTS / "latest"
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+# Written by hand from profiles (`python -m bench.probe ... --spy`): what dominates each
+# missed target. BENCHMARKS.md carries it below the figures.
+ANALYSIS_MD = Path(__file__).resolve().parent / "analysis.md"
 
 
 def _fmt(value: Any) -> str:
@@ -99,6 +102,8 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
     notes = [n for s in results["scenarios"].values() for n in s.get("notes", [])]
     if notes:
         out += ["Notes:", "", *(f"* {n}" for n in notes), ""]
+    if ANALYSIS_MD.exists():
+        out += [ANALYSIS_MD.read_text().strip(), ""]
     out += ["## Plots", ""]
     for plot in results["plots"]:
         out.append(f"![{plot}]({plot_dir}/{plot})")
