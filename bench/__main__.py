@@ -30,7 +30,7 @@ ALL = ("S1", "S2", "S3", "S4", "S5")
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="shorter runs (about 3 minutes)")
+    size.add_argument("--quick", action="store_true", help="shorter runs (under 3 minutes)")
     size.add_argument("--smoke", action="store_true", help="seconds per scenario (tests)")
     parser.add_argument("--only", default=",".join(ALL), help="e.g. S1,S3")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<ts>)")

@@ -44,16 +44,16 @@ FULL = Profile(
 QUICK = Profile(
     name="quick",
     s1_rates=(25, 50, 100),
-    s1_seconds=2,
-    s1_warmup_seconds=0.5,
-    s2_jobs=500,
-    s2_skeleton_jobs=4,
+    s1_seconds=1,
+    s1_warmup_seconds=0.3,
+    s2_jobs=400,
+    s2_skeleton_jobs=2,
     s2_worker_concurrency=1200,
-    s3_seconds=4,
+    s3_seconds=3,
     s3_repeats=1,
     s4_runs=1,
     s4_tokens=64,
-    s5_jobs=600,
+    s5_jobs=400,
 )
 
 # Seconds per scenario: checks that the harness runs and writes what it should.
