@@ -84,6 +84,14 @@ def test_redelivered_message_of_a_finished_job_does_not_run_it_again(
     assert len(completions(bare_service)) == 1
 
 
+def test_worker_starts_every_thread_of_its_pool_before_any_job(bare_service: Service) -> None:
+    worker = bare_service.start_worker("io", 40)
+    threads = Path(f"/proc/{worker.pid}/task")
+    # No job is sent: a pool that starts threads on demand would stay far below 40.
+    wait_for(lambda: len(list(threads.iterdir())) >= 40, timeout=30)
+    assert "thread pool: 40 threads started" in bare_service.logs()
+
+
 def test_sigterm_lets_the_worker_finish_its_job_then_exit(bare_service: Service) -> None:
     worker = bare_service.start_worker("io", 4)
     with bare_service.client() as client:

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # How long a job whose every model has an open circuit waits for one to half-open.
     breaker_wait_seconds: float = 60.0
     sse_ping_seconds: float = 15.0
+    # A worker sends a job's text to its stream at most this often (the first piece at
+    # once, the rest held and sent together): a token per Redis write and per SSE event
+    # cost more CPU than the model call itself on a busy worker, and 50 ms is below what
+    # a reader of streamed text notices. 0 sends every token as it comes.
+    stream_flush_ms: float = Field(default=50.0, ge=0)
     # OpenAI-style routes: how long a non-stream request waits for its job before it
     # answers 504 naming the job id, and what a streaming client's disconnect does.
     sync_wait_seconds: float = 120.0

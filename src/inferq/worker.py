@@ -45,6 +45,7 @@ from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
 from inferq.streams import StreamWriter
+from inferq.thread_pool import PrestartedThreadPool
 from inferq.webhooks import runtime as webhook_runtime
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class JobRunner:
             job_id,
             ttl_seconds=self.ctx.settings.result_ttl_seconds,
             maxlen=self.ctx.settings.max_tokens_limit + 64,
+            coalesce_seconds=self.ctx.settings.stream_flush_ms / 1000,
             live=bool(claimed.payload.get("stream", True)),
         )
         if claimed.attempts > 1:
@@ -288,7 +290,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     batch_sweeper.start()
     webhook_sender.start()
     worker = ctx.celery.Worker(
-        pool_cls="threads",
+        pool_cls=PrestartedThreadPool,
         concurrency=concurrency,
         queues=pool_queues(pool),
         hostname=f"{pool}@{ctx.worker_id}",

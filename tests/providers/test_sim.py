@@ -171,6 +171,21 @@ def test_sim_cancel_during_latency_returns_promptly() -> None:
     assert time.monotonic() - started < 1.0
 
 
+def test_sim_given_a_stop_event_waits_on_it_without_idle_chunks() -> None:
+    model = SimulatedChatModel(latency_ms=400, tokens_per_second=1000, output_tokens=3)
+    chunks = list(model.stream(user("quiet"), stop_event=threading.Event()))
+    # Three tokens and the final usage chunk: nothing for the 400 ms of latency.
+    assert [c.content for c in chunks][:3] == [c.content for c in chunks[:3] if c.content]
+    assert len(chunks) == 4
+
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    started = time.monotonic()
+    first = next(iter(model.stream(user("stopped"), stop_event=stop)))
+    # The stop is seen when it happens, not at the next step of a stepped sleep.
+    assert first.content == "" and time.monotonic() - started < 0.25
+
+
 def test_sim_records_each_completed_generation_once(tmp_path: Path) -> None:
     record = tmp_path / "completions.jsonl"
     provider = sim(output_tokens=6, record_path=str(record))

@@ -124,6 +124,13 @@ class ChatModelProvider(ABC):
             kwargs["seed"] = request.seed
         return kwargs
 
+    def stream_kwargs(
+        self, request: GenerationRequest, cancel: threading.Event | None
+    ) -> dict[str, Any]:
+        """Keyword arguments of the chat model's `stream`: the call's parameters, and
+        whatever else a provider's model takes (the simulated one takes the stop event)."""
+        return self.call_kwargs(request)
+
     def require_api_key(self) -> str:
         """The API key the registry resolved into `params`, or an error saying where to
         put one (retrying cannot help, so not a retryable error)."""
@@ -165,7 +172,9 @@ class ChatModelProvider(ABC):
         try:
             # Inside the try: building the model (weights, SDK client) can fail too.
             chunks = self.model.stream(
-                to_langchain_messages(request), stop=request.stop, **self.call_kwargs(request)
+                to_langchain_messages(request),
+                stop=request.stop,
+                **self.stream_kwargs(request, cancel),
             )
             for chunk in chunks:
                 if cancel is not None and cancel.is_set():

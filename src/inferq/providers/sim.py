@@ -33,7 +33,7 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import ChatModelProvider
+from inferq.providers.base import ChatModelProvider, GenerationRequest
 
 FailureKind = Literal["unavailable", "timeout", "rate_limited", "rejected"]
 
@@ -46,7 +46,8 @@ _WORDS = (
 )
 VOCABULARY = tuple(_WORDS.split())
 
-# Longest sleep between two chunks: a consumer checks for cancellation once per chunk.
+# Longest sleep between two chunks when no stop event is passed: a consumer checks for
+# cancellation once per chunk. With one (as the worker passes), the sim waits on it.
 STEP_SECONDS = 0.2
 
 _record_lock = threading.Lock()
@@ -124,15 +125,16 @@ class SimulatedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        stop_event: threading.Event | None = kwargs.pop("stop_event", None)
         prompt = render_prompt(messages)
         plan = self._plan(prompt, stop, kwargs)
-        yield from _idle(self.latency_ms / 1000)
+        yield from _idle(self.latency_ms / 1000, stop_event)
         fails = self._fails()
         for i, token in enumerate(plan.tokens):
             if fails and i == self.fail_after_tokens:
                 raise SimulatedFailure(self.failure_kind, self.retry_after_seconds)
             if i:
-                yield from _idle(1 / self.tokens_per_second)
+                yield from _idle(1 / self.tokens_per_second, stop_event)
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
         if fails:
             raise SimulatedFailure(self.failure_kind, self.retry_after_seconds)
@@ -225,8 +227,15 @@ def _tokens_before(tokens: list[str], cut: int) -> list[str]:
     return kept
 
 
-def _idle(seconds: float) -> Iterator[ChatGenerationChunk]:
-    """Wait, yielding an empty chunk every step so a consumer can stop us meanwhile."""
+def _idle(seconds: float, stop_event: threading.Event | None) -> Iterator[ChatGenerationChunk]:
+    """Wait `seconds`. With a stop event, wait on it and yield one empty chunk if it is
+    set, so the consumer sees the stop at once; without, yield an empty chunk every step
+    so a consumer can stop us meanwhile. (A thousand calls in flight each waking every
+    step cost a worker a third of a core, all of it simulation.)"""
+    if stop_event is not None:
+        if seconds > 0 and stop_event.wait(seconds):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
+        return
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, STEP_SECONDS))
@@ -270,6 +279,11 @@ class SimProvider(ChatModelProvider):
 
     def build_chat_model(self) -> SimulatedChatModel:
         return SimulatedChatModel(**self.params)
+
+    def stream_kwargs(
+        self, request: GenerationRequest, cancel: threading.Event | None
+    ) -> dict[str, Any]:
+        return {**self.call_kwargs(request), "stop_event": cancel}
 
     def map_error(self, exc: Exception) -> ProviderError:
         if not isinstance(exc, SimulatedFailure):
