@@ -1,7 +1,10 @@
 """A worker's heartbeat, and the cancel flags of the jobs it is running.
 
 One thread per worker process: it refreshes the worker's alive key (the reaper treats a
-missing key as a dead worker) and polls the cancel flags of in-flight jobs in one MGET.
+missing key as a dead worker) and watches for cancellations. Every cancel flag is set
+together with a bump of one counter; the thread reads that counter each poll and the
+flags of its in-flight jobs (one MGET) only when it moved or a job was added. A worker
+with a thousand jobs in flight read a thousand keys four times a second before.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -47,6 +52,9 @@ class Liveness:
         self.cancel_poll_seconds = cancel_poll_seconds
         self._in_flight: dict[str, StopSignal] = {}
         self._lock = threading.Lock()
+        # Jobs added since the flags were last read, and the counter then.
+        self._added: list[str] = []
+        self._seen: bytes | str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="inferq-liveness", daemon=True)
 
@@ -71,6 +79,7 @@ class Liveness:
         signal = StopSignal(deadline)
         with self._lock:
             self._in_flight[job_id] = signal
+            self._added.append(job_id)  # its flag may have been set before it was tracked
         return signal
 
     def untrack(self, job_id: str) -> None:
@@ -79,14 +88,29 @@ class Liveness:
 
     def poll_cancels(self) -> None:
         with self._lock:
-            watched = list(self._in_flight.items())
-        if not watched:
+            in_flight = dict(self._in_flight)
+            added, self._added = self._added, []
+        if not in_flight:
             return
         now = time.monotonic()
-        for _, signal in watched:
+        for signal in in_flight.values():
             if signal.deadline is not None and now >= signal.deadline:
                 signal.stop("timeout")
-        flags = self.client.mget([redis_keys.cancel_flag(job_id) for job_id, _ in watched])
+        try:
+            counter = self.client.get(redis_keys.CANCELS)
+            if counter == self._seen:
+                # No flag set since the last read: only new jobs' flags can be up.
+                watched = [(job_id, in_flight[job_id]) for job_id in added if job_id in in_flight]
+            else:
+                watched = list(in_flight.items())
+            self._seen = counter
+            if not watched:
+                return
+            flags = self.client.mget([redis_keys.cancel_flag(job_id) for job_id, _ in watched])
+        except redis.RedisError:
+            with self._lock:
+                self._added.extend(in_flight)  # read them all next time
+            raise
         for (_, signal), flag in zip(watched, flags, strict=True):
             if flag is not None:
                 signal.stop("cancelled")
@@ -101,3 +125,12 @@ class Liveness:
                     next_beat = time.monotonic() + self.heartbeat_seconds
             except redis.RedisError as exc:
                 log.warning("liveness: Redis error: %s", exc)
+
+
+def request_stops(pipe: Any, job_ids: Iterable[str], ttl_seconds: int) -> None:
+    """Queue on `pipe` (sync or asyncio) what asks workers to stop these running jobs:
+    each job's cancel flag, then the bump of the counter workers watch. Sent in this
+    order on one connection, so a worker that sees the bump sees the flags."""
+    for job_id in job_ids:
+        pipe.set(redis_keys.cancel_flag(job_id), b"1", ex=ttl_seconds)
+    pipe.incr(redis_keys.CANCELS)

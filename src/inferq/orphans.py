@@ -24,7 +24,7 @@ from inferq.db.tables import jobs
 from inferq.errors import InferqError
 from inferq.jobs.store import utcnow
 from inferq.providers.registry import ModelRegistry
-from inferq.queue import enqueue, pool_queues
+from inferq.queue import POOLS, enqueue, pool_queues
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,19 @@ class OrphanSweep:
         """One pass; returns how many jobs it published again."""
         if not self.settings.broker_is_redis():
             return 0
+        # A pool with messages waiting has a backlog, not a loss: its queued jobs are
+        # not even read (under a backlog of thousands that read was most of the sweep).
+        idle = [pool for pool in POOLS if self._waiting(pool) == 0]
+        if not idle:
+            return 0
         cutoff = utcnow() - timedelta(seconds=self.settings.orphan_after_seconds)
         query = (
             sa.select(jobs.c.id, jobs.c.model, jobs.c.priority)
             .where(jobs.c.status == "queued", jobs.c.created_at < cutoff)
             .limit(1000)
         )
+        if len(idle) < len(POOLS):
+            query = query.where(self._in_pool(idle[0]))
         with self.engine.connect() as conn:
             stale = conn.execute(query).all()
         by_pool: dict[str, list[Any]] = {}
@@ -55,13 +62,20 @@ class OrphanSweep:
             by_pool.setdefault(self._pool(row.model), []).append(row)
         published = 0
         for pool, rows in by_pool.items():
-            if self._waiting(pool) != 0:
-                continue  # a backlog, not a loss
+            if pool not in idle:
+                continue
             log.warning("%d queued %s jobs have no message; publishing again", len(rows), pool)
             for row in rows:
                 enqueue(self.celery, row.id, pool, row.priority)
             published += len(rows)
         return published
+
+    def _in_pool(self, pool: str) -> sa.ColumnElement[bool]:
+        """Jobs of `pool`'s models (a model no longer in the registry counts as io)."""
+        local = [spec.name for spec in self.registry.specs() if spec.pool == "local"]
+        if pool == "local":
+            return jobs.c.model.in_(local)
+        return jobs.c.model.not_in(local)
 
     def _pool(self, model: str) -> str:
         try:

@@ -2,6 +2,8 @@
 
 PREFIX = "inferq:"
 REAPER_LOCK = PREFIX + "reaper:lock"
+# Bumped after every cancel flag is set: workers read the flags only when it moved.
+CANCELS = PREFIX + "cancels"
 
 
 def job_stream(job_id: str) -> str:

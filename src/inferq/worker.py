@@ -264,8 +264,12 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
                 _ = ctx.registry.embedder(spec.name).model
             else:
                 _ = ctx.registry.provider(spec.name).model
+    # The heartbeat and the reaper get their own connections: behind the jobs' pool (one
+    # lock for a thousand threads, and connections made under it while the pool grows)
+    # a heartbeat waited past the worker's TTL and the reaper took its live jobs away.
+    control = redis.Redis.from_url(settings.resolved_redis_url, max_connections=8)
     liveness = Liveness(
-        ctx.redis, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
+        control, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
     )
     generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
     embed = EmbedHandler(ctx.registry, settings)
@@ -276,7 +280,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     webhook_sender = webhook_runtime.install(ctx, finish_hooks)
     reaper = Reaper(
         ctx.store,
-        ctx.redis,
+        control,
         settings.max_attempts,
         settings.reaper_interval_seconds,
         requeue=lambda job: enqueue(ctx.celery, job.id, _pool_of(ctx, job.model), job.priority),

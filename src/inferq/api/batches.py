@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +22,7 @@ from inferq.batches.lines import ENDPOINT_BODIES
 from inferq.batches.store import BatchStore, Cancellation
 from inferq.errors import Conflict, NotFound, QueueUnavailable
 from inferq.idempotency import Answer
+from inferq.liveness import request_stops
 from inferq.streams import terminal_entry
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ async def create_batch(
     services: ServicesDep,
     store: Batches,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Store the batch as `validating` and hand it to a worker, which fans it out."""
 
     async def accept() -> Answer:
@@ -94,8 +94,7 @@ async def create_batch(
             raise QueueUnavailable("the job queue is unreachable; try again later") from exc
         return Answer(200, jsonable_encoder(batch), {})
 
-    fingerprint = body.model_dump_json().encode()
-    return await answer_once(services, key_id, idempotency_key, fingerprint, accept)
+    return await answer_once(services, key_id, idempotency_key, body, accept)
 
 
 @router.get("")
@@ -155,9 +154,9 @@ async def _signal_jobs(services: Services, result: Cancellation) -> None:
         return
     ttl = services.settings.result_ttl_seconds
     async with services.redis.pipeline(transaction=False) as pipe:
-        for job_id in result.running_job_ids:
-            flag_ttl = services.settings.visibility_timeout_seconds
-            pipe.set(redis_keys.cancel_flag(job_id), b"1", ex=flag_ttl)
+        if result.running_job_ids:
+            ttl_flags = services.settings.visibility_timeout_seconds
+            request_stops(pipe, result.running_job_ids, ttl_flags)
         for job in result.cancelled_jobs:
             stream = redis_keys.job_stream(job.id)
             pipe.xadd(stream, terminal_entry(job))  # type: ignore[arg-type]

@@ -85,8 +85,7 @@ async def _complete(
             job_status=final.status,
         )
 
-    fingerprint = body.model_dump_json().encode()
-    return await answer_once(services, caller.key_id, idempotency_key, fingerprint, complete)
+    return await answer_once(services, caller.key_id, idempotency_key, body, complete)
 
 
 async def _submit(body: Request, caller: Caller, services: Services) -> Job:

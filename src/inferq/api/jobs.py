@@ -6,7 +6,6 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.responses import JSONResponse
 
 from inferq.api.deps import (
     CurrentCaller,
@@ -46,7 +45,7 @@ async def create_job(
     caller: CurrentCaller,
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Validate, admit, store and enqueue a job; answers at once with the queued job."""
 
     async def accept() -> Answer:
@@ -63,8 +62,7 @@ async def create_job(
         )
         return Answer(202, job.model_dump(mode="json"), {"Location": f"/v1/jobs/{job.id}"})
 
-    fingerprint = body.model_dump_json().encode()
-    return await answer_once(services, caller.key_id, idempotency_key, fingerprint, accept)
+    return await answer_once(services, caller.key_id, idempotency_key, body, accept)
 
 
 @router.get("")

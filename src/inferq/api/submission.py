@@ -6,18 +6,20 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+import orjson
 import structlog
-from fastapi.responses import JSONResponse
+from fastapi import Response
 from opentelemetry.trace import SpanKind
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from inferq import redis_keys
 from inferq.admission import estimate_prompt_tokens
 from inferq.errors import JobNotFound, JobPending, Overloaded, QueueUnavailable, RateLimited
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
 from inferq.keys import Caller
+from inferq.liveness import request_stops
 from inferq.observability import jobs as obs
 from inferq.observability import propagation
 from inferq.observability.metrics import ADMISSION_REJECTIONS, JOBS_SUBMITTED
@@ -121,9 +123,9 @@ async def cancel(services: Services, key_id: str, job_id: str) -> tuple[Job, boo
         obs.job_finished(job, None, None)  # it ended here, not on a worker
         return job, False
     if await services.jobs.request_cancel(key_id, job_id):
-        await services.redis.set(
-            redis_keys.cancel_flag(job_id), b"1", ex=services.settings.visibility_timeout_seconds
-        )
+        async with services.redis.pipeline(transaction=False) as pipe:
+            request_stops(pipe, [job_id], services.settings.visibility_timeout_seconds)
+            await pipe.execute()
         return await _must_get(services, key_id, job_id), True
     return await _must_get(services, key_id, job_id), False
 
@@ -139,15 +141,22 @@ async def answer_once(
     services: Services,
     key_id: str,
     idempotency_key: str | None,
-    body: bytes,
+    body: BaseModel,
     produce: Callable[[], Awaitable[Answer]],
-) -> JSONResponse:
-    """`produce()`'s answer; with an Idempotency-Key, the first such answer, replayed."""
+) -> Response:
+    """`produce()`'s answer; with an Idempotency-Key, the first such answer, replayed for
+    the same body."""
     if idempotency_key is None:
         answer = await produce()
     else:
-        answer = await services.idempotency.run(key_id, idempotency_key, body, produce)
-    return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+        fingerprint = body.model_dump_json().encode()
+        answer = await services.idempotency.run(key_id, idempotency_key, fingerprint, produce)
+    return Response(
+        orjson.dumps(answer.body),
+        status_code=answer.status,
+        headers=answer.headers,
+        media_type="application/json",
+    )
 
 
 async def wait_finished(

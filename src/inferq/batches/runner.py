@@ -24,6 +24,7 @@ from inferq.db.tables import jobs
 from inferq.errors import InferqError
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
+from inferq.liveness import request_stops
 from inferq.orphans import queue_length
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import POOLS, enqueue, queue_name
@@ -86,9 +87,8 @@ class BatchRunner:
         if not cancelled and not running:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for job_id in running:
-            flag = redis_keys.cancel_flag(job_id)
-            pipe.set(flag, b"1", ex=self.settings.visibility_timeout_seconds)
+        if running:
+            request_stops(pipe, running, self.settings.visibility_timeout_seconds)
         for job in cancelled:
             # Readers of the job's event stream see it end, as for a single cancelled job.
             stream = redis_keys.job_stream(job.id)

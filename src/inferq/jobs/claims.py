@@ -6,6 +6,7 @@ worker can race and still at most one of them moves a job on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -161,9 +162,21 @@ class ClaimStore:
                 sa.update(jobs).where(jobs.c.id == job_id).values(attempts=jobs.c.attempts + 1)
             )
 
-    def running(self) -> list[tuple[str, str]]:
-        """(job id, worker id) of every running job."""
+    def running_workers(self) -> list[str]:
+        """The workers that hold running jobs (a handful of rows, however many jobs)."""
+        query = (
+            sa.select(jobs.c.worker_id)
+            .where(jobs.c.status == "running", jobs.c.worker_id.is_not(None))
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(query).scalars())
+
+    def running(self, workers: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """(job id, worker id) of every running job, or of those of `workers`."""
         query = sa.select(jobs.c.id, jobs.c.worker_id).where(jobs.c.status == "running")
+        if workers is not None:
+            query = query.where(jobs.c.worker_id.in_(workers))
         with self.engine.connect() as conn:
             return [(r.id, r.worker_id) for r in conn.execute(query)]
 
