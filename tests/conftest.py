@@ -278,6 +278,31 @@ def database_params() -> list[str]:
     return ["sqlite", "postgres"] if postgres_url() else ["sqlite"]
 
 
+# Modules that test the HTTP surface (validation, OpenAI shapes, embeddings) run on SQLite
+# only: nothing they check depends on the job store, which the other modules run on both
+# stores. INFERQ_TEST_ALL_STORES=1 runs them on PostgreSQL too.
+STORE_AGNOSTIC = {"test_validation.py", "test_openai_compat.py", "test_embeddings.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("INFERQ_TEST_ALL_STORES"):
+        return
+    dropped = [item for item in items if _store_agnostic_on_postgres(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
+def _store_agnostic_on_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return (
+        item.path.name in STORE_AGNOSTIC
+        and callspec is not None
+        and callspec.params.get("service") == "postgres"
+    )
+
+
 @pytest.fixture(scope="session", params=database_params())
 def service(
     request: pytest.FixtureRequest,
