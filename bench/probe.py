@@ -1,9 +1,10 @@
-"""Profile a hot path: `python -m bench.probe s1|s3 [--rate N] [--seconds S] [--stream] [--spy]`.
+"""Profile a hot path: `python -m bench.probe s1|s2|s3 [--rate N] [--jobs N] [--seconds S]
+[--stream] [--spy]`.
 
 Starts what the benchmark starts (mock upstream, one inferq API and one worker) and
 prints the added latency, each process's CPU per request and, for S1, queue wait and run
-time read from the job rows. With `--spy`, py-spy records the stacks holding the GIL in
-the worker (S1) or the API (S3) and prints the heaviest frames, inclusive. This is where
+time read from the job rows; S2 submits a burst of `--jobs` 2-second `sim` jobs. With
+`--spy`, py-spy records the stacks holding the GIL in the worker (S1, S2) or the API (S3) and prints the heaviest frames, inclusive. This is where
 the profiles in `bench/analysis.md` come from. py-spy slows the process it samples: read
 its shares, not the latencies of a spied run.
 """
@@ -138,11 +139,40 @@ def s3(ctx: Context, args: argparse.Namespace) -> None:
         _print_profile(raw)
 
 
+def s2(ctx: Context, args: argparse.Namespace) -> None:
+    from bench.jobs import JobTable, submit_burst
+    from bench.scenarios.s2_throughput import CALL_SECONDS, MODEL, job_body, wait_ready
+
+    inferq = start_inferq(ctx, "probe", {MODEL: sim_model(None, CALL_SECONDS * 1000 - 8, 8)},
+                          concurrency=1200)
+    wait_ready(inferq, MODEL)
+    table = JobTable(inferq.database_url)
+    raw = ctx.root / "worker.spy"
+    spy = _spy(inferq.worker.popen.pid, args.seconds, raw) if (
+        args.spy and inferq.worker) else None
+    with Meter({**inferq.trees(), "loadgen": self_tree}) as meter:
+        burst = run_async(submit_burst(inferq.url + "/v1/jobs", inferq.headers,
+                                       job_body(MODEL, 8), args.jobs, clients=64))
+        counts = table.wait_terminal(args.jobs + 1, timeout=120 + args.jobs / 20)
+    spans = table.timelines()
+    table.close()
+    finished = sorted(f.timestamp() for _, _, f in spans if f is not None)[1:]
+    created = sorted(c.timestamp() for c, _, _ in spans)[1:]
+    seconds = max(finished) - min(created)
+    cpu = {k: round(v * 1000 / args.jobs, 2) for k, v in meter.cpu.items()}
+    print(f"jobs: {args.jobs} in {seconds:.1f} s = {len(finished) / seconds:.1f} jobs/s "
+          f"(submitted in {burst.seconds:.1f} s); {counts}; CPU ms per job {cpu}")
+    if spy is not None:
+        spy.wait()
+        _print_profile(raw)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__)
-    parser.add_argument("scenario", choices=("s1", "s3"))
+    parser.add_argument("scenario", choices=("s1", "s2", "s3"))
     parser.add_argument("--rate", type=int, default=25, help="S1 requests per second")
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--jobs", type=int, default=3000, help="S2 burst size")
     parser.add_argument("--stream", action="store_true", help="S1: streamed completions")
     parser.add_argument("--spy", action="store_true", help="profile with py-spy")
     parser.add_argument("--redis-url", help="a Redis to use (no db number); default: embedded")
@@ -153,7 +183,7 @@ def main() -> None:
     with redis_server(root, args.redis_url) as (redis_base, redis_tree):
         ctx = Context(root, Fleet(root), redis_base, args.database_url, "INFO", redis_tree)
         try:
-            (s1 if args.scenario == "s1" else s3)(ctx, args)
+            {"s1": s1, "s2": s2, "s3": s3}[args.scenario](ctx, args)
         finally:
             ctx.fleet.stop_all()
 

@@ -52,4 +52,16 @@ def test_lost_jobs_are_published_again_only_in_pools_without_a_backlog(
     broker.delete(io)
     assert sweep() == 1  # now the io job; the local one has its message again
     assert broker.llen(io) == 1 and broker.llen(local) == 1
+
+    # Later passes reuse the broker connections of the first: no connection per pass.
+    before = _client_ids(broker)
+    for _ in range(3):
+        sweep()
+    assert _client_ids(broker) == before
     engine.dispose()
+
+
+def _client_ids(client: redis.Redis) -> set[int]:
+    """Ids of the connections open on the client's database."""
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    return {int(c["id"]) for c in client.client_list() if int(c["db"]) == db}

@@ -27,6 +27,7 @@ from inferq.observability.http import RequestObservability
 from inferq.observability.process import setup_api
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import RedisPublisher, make_celery
+from inferq.redis_clients import async_client
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Services:
     @classmethod
     def create(cls, settings: Settings) -> Services:
         engine = create_async(settings.resolved_database_url)
-        redis = aioredis.Redis.from_url(
+        redis = async_client(
             settings.resolved_redis_url,
             max_connections=2048,
             socket_connect_timeout=1,
@@ -89,7 +90,7 @@ def _publisher(settings: Settings, redis: aioredis.Redis) -> RedisPublisher | No
         return None
     if settings.resolved_broker_url == settings.resolved_redis_url:
         return RedisPublisher(redis)
-    client = aioredis.Redis.from_url(
+    client = async_client(
         settings.resolved_broker_url,
         max_connections=512,
         socket_connect_timeout=1,

@@ -14,6 +14,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from inferq.redis_clients import driver_info
+
 TRANSPORT = "inferq.broker:RedisTransport"
 
 
@@ -26,6 +28,11 @@ class RedisChannel(kombu_redis.Channel):
         if self._shared_client is None:
             self._shared_client = super()._create_client(asynchronous=False)  # type: ignore[no-untyped-call]
         return self._shared_client
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        params["driver_info"] = driver_info()  # see inferq.redis_clients
+        return params
 
 
 class RedisTransport(kombu_redis.Transport):

@@ -23,6 +23,7 @@ from inferq.db.engine import create_async
 from inferq.jobs.store import utcnow
 from inferq.jobs.usage import UsageRow, usage
 from inferq.observability import snapshot
+from inferq.redis_clients import async_client
 from inferq.resilience.breaker import all_states
 
 WINDOW_SECONDS = 60.0
@@ -99,7 +100,7 @@ def run_top(settings: Settings, console: Console, interval: float, once: bool) -
 
 
 async def _run(settings: Settings, console: Console, interval: float, once: bool) -> None:
-    redis = aioredis.Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=2)
+    redis = async_client(settings.resolved_redis_url, socket_connect_timeout=2)
     engine = create_async(settings.resolved_database_url)
     try:
         if once:

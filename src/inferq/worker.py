@@ -43,6 +43,7 @@ from inferq.orphans import OrphanSweep
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
+from inferq.redis_clients import sync_client
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
 from inferq.streams import StreamWriter
 from inferq.thread_pool import PrestartedThreadPool
@@ -220,7 +221,7 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
         settings=settings,
         pool=pool,
         engine=create_sync(settings.resolved_database_url, pool_size=min(concurrency, 64) + 4),
-        redis=redis.Redis.from_url(settings.resolved_redis_url, max_connections=connections),
+        redis=sync_client(settings.resolved_redis_url, max_connections=connections),
         registry=ModelRegistry.load(settings.models_file),
         celery=make_celery(settings, pool_connections=connections),
     )
@@ -267,7 +268,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     # The heartbeat and the reaper get their own connections: behind the jobs' pool (one
     # lock for a thousand threads, and connections made under it while the pool grows)
     # a heartbeat waited past the worker's TTL and the reaper took its live jobs away.
-    control = redis.Redis.from_url(settings.resolved_redis_url, max_connections=8)
+    control = sync_client(settings.resolved_redis_url, max_connections=8)
     liveness = Liveness(
         control, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
     )
