@@ -4,9 +4,10 @@
 Starts what the benchmark starts (mock upstream, one inferq API and one worker) and
 prints the added latency, each process's CPU per request and, for S1, queue wait and run
 time read from the job rows; S2 submits a burst of `--jobs` 2-second `sim` jobs. With
-`--spy`, py-spy records the stacks holding the GIL in the worker (S1, S2) or the API (S3) and prints the heaviest frames, inclusive. This is where
-the profiles in `bench/analysis.md` come from. py-spy slows the process it samples: read
-its shares, not the latencies of a spied run.
+`--spy`, py-spy records the stacks holding the GIL in the worker (S1, S2) or the API (S3)
+and prints the heaviest frames, inclusive. This is where the profiles in
+`bench/analysis.md` come from. py-spy slows the process it samples (a spied S2 worker
+with a thousand threads runs several times slower): read its shares, not its rates.
 """
 
 from __future__ import annotations
