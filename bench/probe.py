@@ -145,7 +145,7 @@ def s2(ctx: Context, args: argparse.Namespace) -> None:
     from bench.scenarios.s2_throughput import CALL_SECONDS, MODEL, job_body, wait_ready
 
     inferq = start_inferq(ctx, "probe", {MODEL: sim_model(None, CALL_SECONDS * 1000 - 8, 8)},
-                          concurrency=1200)
+                          concurrency=args.concurrency)
     wait_ready(inferq, MODEL)
     table = JobTable(inferq.database_url)
     raw = ctx.root / "worker.spy"
@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=25, help="S1 requests per second")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--jobs", type=int, default=3000, help="S2 burst size")
+    parser.add_argument("--concurrency", type=int, default=1200, help="S2 worker threads")
     parser.add_argument("--stream", action="store_true", help="S1: streamed completions")
     parser.add_argument("--spy", action="store_true", help="profile with py-spy")
     parser.add_argument("--redis-url", help="a Redis to use (no db number); default: embedded")
