@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 
-from inferq.providers.base import ChatModelProvider, Delta, Finish, GenerationRequest
+from inferq.providers.base import ChatModelProvider, Delta, Finish
+from inferq.providers.request import GenerationRequest
 
 
 def free_port() -> int:

@@ -19,8 +19,9 @@ from inferq.errors import (
     ProviderUnavailable,
 )
 from inferq.providers.anthropic import AnthropicProvider
-from inferq.providers.base import Delta, GenerationRequest
+from inferq.providers.base import Delta
 from inferq.providers.registry import ModelRegistry
+from inferq.providers.request import GenerationRequest
 from tests.providers.replay import Check, Received, Recording, ReplayServer
 from tests.providers.support import collect
 

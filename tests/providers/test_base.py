@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from inferq.errors import ProviderRejected
-from inferq.providers.base import GenerationRequest, retry_after_seconds
+from inferq.providers.base import retry_after_seconds
 from inferq.providers.llamacpp import LlamaCppProvider
+from inferq.providers.request import GenerationRequest
 from inferq.providers.sim import SimProvider
 from tests.providers.support import collect
 

@@ -13,7 +13,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from inferq.errors import ProviderRejected
-from inferq.providers.base import Delta, GenerationRequest
+from inferq.providers.base import Delta
 from inferq.providers.llamacpp import (
     TURN_STOP,
     LlamaCppProvider,
@@ -21,6 +21,7 @@ from inferq.providers.llamacpp import (
     default_gguf_path,
     render_transcript,
 )
+from inferq.providers.request import GenerationRequest
 from tests.providers.support import collect
 
 N_CTX = 2048

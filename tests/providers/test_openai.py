@@ -24,8 +24,8 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import GenerationRequest
 from inferq.providers.openai import OpenAIProvider
+from inferq.providers.request import GenerationRequest
 from tests.providers.replay import Check, Received, Recording, ReplayServer
 from tests.providers.support import collect, free_port, user
 

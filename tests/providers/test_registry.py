@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from inferq.errors import UnknownModel
-from inferq.providers.base import GenerationRequest
 from inferq.providers.llamacpp import LlamaCppProvider
 from inferq.providers.openai import OpenAIProvider
 from inferq.providers.registry import PROVIDERS, ModelRegistry, RegistryError, interpolate
+from inferq.providers.request import GenerationRequest
 from inferq.providers.sim import SimProvider
 from tests.providers.support import collect
 

@@ -19,7 +19,8 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import Delta, GenerationRequest
+from inferq.providers.base import Delta
+from inferq.providers.request import GenerationRequest
 from inferq.providers.sim import VOCABULARY, SimProvider, SimulatedChatModel
 from tests.providers.support import collect, user
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from inferq.db.tables import UTCDateTime, jobs
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
-from inferq.providers.base import GenerationRequest
+from inferq.providers.request import GenerationRequest
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from inferq.providers.base import GenerationRequest
+from inferq.providers.request import GenerationRequest
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Priority = Literal["high", "normal", "low"]

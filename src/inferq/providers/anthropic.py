@@ -16,7 +16,8 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import ChatModelProvider, GenerationRequest, retry_after_seconds
+from inferq.providers.base import ChatModelProvider, retry_after_seconds
+from inferq.providers.request import GenerationRequest
 
 # Anthropic's error types (the body's `error.type`) that say "try again later". They
 # also arrive inside a 200 event stream, where the status code says nothing.

@@ -27,23 +27,7 @@ from langchain_core.messages import (
 
 from inferq.errors import ProviderError, ProviderUnavailable
 from inferq.observability.jobs import observe_call
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """What a job asks a model for: either chat `messages` or a raw `prompt`."""
-
-    messages: list[dict[str, str]] | None = None
-    prompt: str | None = None
-    max_tokens: int = 256
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    # Whether anyone reads the text as it is generated. A whole answer (a non-stream
-    # chat completion) lets the provider make one non-streaming call: one response to
-    # parse instead of a chunk per token.
-    stream: bool = True
+from inferq.providers.request import GenerationRequest
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 from inferq.errors import ProviderError, ProviderRejected, ProviderUnavailable
-from inferq.providers.base import ChatModelProvider, GenerationRequest
+from inferq.providers.base import ChatModelProvider
+from inferq.providers.request import GenerationRequest
 
 # A base model writes the user's next turn itself; stop before it does.
 TURN_STOP = "\nUser:"

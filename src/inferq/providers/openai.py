@@ -16,12 +16,8 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import (
-    ChatModelProvider,
-    GenerationRequest,
-    http_timeout,
-    retry_after_seconds,
-)
+from inferq.providers.base import ChatModelProvider, http_timeout, retry_after_seconds
+from inferq.providers.request import GenerationRequest
 
 
 @dataclass

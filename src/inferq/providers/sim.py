@@ -33,7 +33,8 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import ChatModelProvider, GenerationRequest
+from inferq.providers.base import ChatModelProvider
+from inferq.providers.request import GenerationRequest
 
 FailureKind = Literal["unavailable", "timeout", "rate_limited", "rejected"]
 

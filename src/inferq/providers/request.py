@@ -1,0 +1,23 @@
+"""What a job asks a model for, apart from any SDK (the job schemas import it, and with
+it every CLI command: LangChain is not needed to read a job)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a job asks a model for: either chat `messages` or a raw `prompt`."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    # Whether anyone reads the text as it is generated. A whole answer (a non-stream
+    # chat completion) lets the provider make one non-streaming call: one response to
+    # parse instead of a chunk per token.
+    stream: bool = True
