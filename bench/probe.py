@@ -1,10 +1,12 @@
-"""Profile a hot path: `python -m bench.probe s1|s2|s3 [--rate N] [--jobs N] [--seconds S]
-[--stream] [--spy]`.
+"""Profile a hot path: `python -m bench.probe s1|s2|s3|s4 [--rate N] [--jobs N]
+[--seconds S] [--stream] [--spy] [--spy-worker]`.
 
 Starts what the benchmark starts (mock upstream, one inferq API and one worker) and
 prints the added latency, each process's CPU per request and, for S1, queue wait and run
-time read from the job rows; S2 submits a burst of `--jobs` 2-second `sim` jobs. With
-`--spy`, py-spy records the stacks holding the GIL in the worker (S1, S2) or the API (S3)
+time read from the job rows; S2 submits a burst of `--jobs` 2-second `sim` jobs; S4
+streams 128-token completions of the local model for `--seconds` and prints each
+process's CPU per token. With `--spy`, py-spy records the stacks holding the GIL in the
+worker (S1, S2) or the API (S3; S4 unless `--spy-worker`)
 and prints the heaviest frames, inclusive. This is where the profiles in
 `bench/analysis.md` come from. py-spy slows the process it samples (a spied S2 worker
 with a thousand threads runs several times slower): read its shares, not its rates.
@@ -19,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,13 +171,38 @@ def s2(ctx: Context, args: argparse.Namespace) -> None:
         _print_profile(raw)
 
 
+def s4(ctx: Context, args: argparse.Namespace) -> None:
+    from bench.scenarios.s4_local import MODEL, THREADS, _inferq_run
+
+    model = {"provider": "llamacpp", "params": {"n_ctx": 2048, "n_threads": THREADS}}
+    inferq = start_inferq(ctx, "probe", {MODEL: model}, pool="local", concurrency=1)
+    run_async(_inferq_run(inferq, 16))  # warm-up
+    # --spy: the API by default (the worker's time is mostly the model's, in C).
+    target = inferq.worker if args.spy_worker and inferq.worker else inferq.api
+    raw = ctx.root / "s4.spy"
+    spy = _spy(target.popen.pid, args.seconds, raw) if args.spy else None
+    runs = []
+    with Meter({**inferq.trees(), "redis": ctx.redis_tree, "loadgen": self_tree}) as meter:
+        deadline = time.monotonic() + args.seconds
+        while time.monotonic() < deadline:
+            runs.append(run_async(_inferq_run(inferq, 128)))
+    tokens = sum(r["tokens"] for r in runs)
+    cpu = {k: round(v * 1000 / max(tokens, 1), 3) for k, v in meter.cpu.items()}
+    print(f"{len(runs)} runs: tokens/s {[r['tokens_per_second'] for r in runs]}, "
+          f"ttft ms {[r['ttft_ms'] for r in runs]}; CPU ms per token {cpu}")
+    if spy is not None:
+        spy.wait()
+        _print_profile(raw)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__)
-    parser.add_argument("scenario", choices=("s1", "s2", "s3"))
+    parser.add_argument("scenario", choices=("s1", "s2", "s3", "s4"))
     parser.add_argument("--rate", type=int, default=25, help="S1 requests per second")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--jobs", type=int, default=3000, help="S2 burst size")
     parser.add_argument("--concurrency", type=int, default=1200, help="S2 worker threads")
+    parser.add_argument("--spy-worker", action="store_true", help="S4: spy on the worker")
     parser.add_argument("--stream", action="store_true", help="S1: streamed completions")
     parser.add_argument("--spy", action="store_true", help="profile with py-spy")
     parser.add_argument("--redis-url", help="a Redis to use (no db number); default: embedded")
@@ -185,7 +213,7 @@ def main() -> None:
     with redis_server(root, args.redis_url) as (redis_base, redis_tree):
         ctx = Context(root, Fleet(root), redis_base, args.database_url, "INFO", redis_tree)
         try:
-            {"s1": s1, "s2": s2, "s3": s3}[args.scenario](ctx, args)
+            {"s1": s1, "s2": s2, "s3": s3, "s4": s4}[args.scenario](ctx, args)
         finally:
             ctx.fleet.stop_all()
 
