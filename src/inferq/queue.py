@@ -21,6 +21,7 @@ from kombu.entity import Exchange, Queue
 
 from inferq.broker import TRANSPORT
 from inferq.config import PRIORITIES, Settings
+from inferq.group_commit import GroupCommit
 
 RUN_JOB_TASK = "inferq.run_job"
 POOLS = ("io", "local")
@@ -148,12 +149,23 @@ class RedisPublisher:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        # Concurrent submits' messages go out in one pipeline.
+        self._pushes = GroupCommit(self._push)
 
     async def enqueue(
         self, job_id: str, pool: str, priority: str, headers: dict[str, Any] | None = None
     ) -> None:
         name = queue_name(pool, priority)
-        await self.client.lpush(name, run_job_message(job_id, name, headers))
+        await self._pushes.write((name, run_job_message(job_id, name, headers)))
+
+    async def _push(self, messages: list[tuple[str, bytes]]) -> None:
+        if len(messages) == 1:
+            await self.client.lpush(*messages[0])
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, message in messages:
+                pipe.lpush(name, message)
+            await pipe.execute()
 
     async def close(self) -> None:
         await self.client.aclose()

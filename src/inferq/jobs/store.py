@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq.db.tables import jobs, webhook_deliveries
+from inferq.group_commit import GroupCommit
 from inferq.jobs.schemas import Job, JobCreate
 from inferq.webhooks.rows import waiting_delivery
 
@@ -105,23 +106,34 @@ class JobStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # Rows of concurrent submits go in together (one multi-row INSERT); a row that
+        # breaks a constraint is then inserted alone, failing only its own request.
+        self._rows = GroupCommit(self._insert_rows, isolate=(sa.exc.IntegrityError,))
 
     async def insert(self, new: NewJob) -> Job:
         """Insert one queued job of any kind and commit it."""
         row = new.row(utcnow())
-        # insert() with the row as parameters, not .values(**row): the statement is then
-        # the same every time and SQLAlchemy compiles it once, not per request.
         if new.webhook_url is None:
-            # One statement: autocommit saves the BEGIN and COMMIT round trips.
-            async with self.engine.connect() as conn:
-                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await auto.execute(_INSERT_JOB, row)
+            await self._rows.write(row)
         else:
             async with self.engine.begin() as conn:
                 await conn.execute(_INSERT_JOB, row)
                 delivery = waiting_delivery(new.id, new.key_id, new.webhook_url, row["created_at"])
                 await conn.execute(webhook_deliveries.insert(), delivery)
         return Job.from_row({**EMPTY_RESULT, **row})
+
+    async def _insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        # insert() with the rows as parameters, not .values(**row): the statement is then
+        # the same every time and SQLAlchemy compiles it once, not per request.
+        if len(rows) > 1:
+            # One transaction: a failed batch leaves no row, so each can go in alone.
+            async with self.engine.begin() as conn:
+                await conn.execute(_INSERT_JOB, rows)
+            return
+        # One statement: autocommit saves the BEGIN and COMMIT round trips.
+        async with self.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(_INSERT_JOB, rows[0])
 
     async def insert_many(self, new_jobs: Sequence[NewJob]) -> list[str]:
         """Insert queued jobs in one transaction; returns their ids in order."""
