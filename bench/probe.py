@@ -73,6 +73,17 @@ def _print_profile(raw: Path) -> None:
             print(f"{share * 100:5.1f}% {frame[:140]}")
 
 
+def _show_profile(spy: subprocess.Popen[bytes] | None, raw: Path) -> None:
+    if spy is not None:
+        spy.wait()
+        _print_profile(raw)
+
+
+def _cpu_per(meter: Meter, count: int, digits: int) -> dict[str, float]:
+    """Each process's CPU milliseconds per request, job or token."""
+    return {k: round(v * 1000 / count, digits) for k, v in meter.cpu.items()}
+
+
 def _job_times(database_url: str) -> str:
     from inferq.db.engine import sync_url
     from inferq.db.tables import jobs
@@ -111,13 +122,11 @@ def s1(ctx: Context, args: argparse.Namespace) -> None:
         summary = summarize(outcome.samples, args.seconds)
         ok = max(1, sum(1 for s in outcome.samples if s.ok))
         seen[name] = summary
-        cpu = {k: round(v * 1000 / ok, 2) for k, v in meter.cpu.items()}
+        cpu = _cpu_per(meter, ok, 2)
         print(f"{name}: ok {summary['ok']} errors {summary['errors']} "
               f"p50 {summary[key + 'p50_ms']} ms p99 {summary[key + 'p99_ms']} ms; "
               f"CPU ms per request {cpu}")
-        if spy is not None:
-            spy.wait()
-            _print_profile(raw)
+        _show_profile(spy, raw)
     added = [seen["inferq"][key + q] - seen["direct"][key + q] for q in ("p50_ms", "p99_ms")]
     print(f"added p50 {added[0]:.1f} ms, p99 {added[1]:.1f} ms; {_job_times(inferq.database_url)}")
 
@@ -135,12 +144,10 @@ def s3(ctx: Context, args: argparse.Namespace) -> None:
         samples, wall = run_async(closed_loop(target, 32, args.seconds))
     summary = summarize(samples, wall)
     ok = max(1, int(summary["ok"] or 0))
-    cpu = {k: round(v * 1000 / ok, 3) for k, v in meter.cpu.items()}
+    cpu = _cpu_per(meter, ok, 3)
     print(f"submit: {ok / wall:.0f} req/s, p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} "
           f"ms, errors {summary['errors']}; CPU ms per request {cpu}")
-    if spy is not None:
-        spy.wait()
-        _print_profile(raw)
+    _show_profile(spy, raw)
 
 
 def s2(ctx: Context, args: argparse.Namespace) -> None:
@@ -163,12 +170,10 @@ def s2(ctx: Context, args: argparse.Namespace) -> None:
     finished = sorted(f.timestamp() for _, _, f in spans if f is not None)[1:]
     created = sorted(c.timestamp() for c, _, _ in spans)[1:]
     seconds = max(finished) - min(created)
-    cpu = {k: round(v * 1000 / args.jobs, 2) for k, v in meter.cpu.items()}
+    cpu = _cpu_per(meter, args.jobs, 2)
     print(f"jobs: {args.jobs} in {seconds:.1f} s = {len(finished) / seconds:.1f} jobs/s "
           f"(submitted in {burst.seconds:.1f} s); {counts}; CPU ms per job {cpu}")
-    if spy is not None:
-        spy.wait()
-        _print_profile(raw)
+    _show_profile(spy, raw)
 
 
 def s4(ctx: Context, args: argparse.Namespace) -> None:
@@ -187,12 +192,10 @@ def s4(ctx: Context, args: argparse.Namespace) -> None:
         while time.monotonic() < deadline:
             runs.append(run_async(_inferq_run(inferq, 128)))
     tokens = sum(r["tokens"] for r in runs)
-    cpu = {k: round(v * 1000 / max(tokens, 1), 3) for k, v in meter.cpu.items()}
+    cpu = _cpu_per(meter, max(tokens, 1), 3)
     print(f"{len(runs)} runs: tokens/s {[r['tokens_per_second'] for r in runs]}, "
           f"ttft ms {[r['ttft_ms'] for r in runs]}; CPU ms per token {cpu}")
-    if spy is not None:
-        spy.wait()
-        _print_profile(raw)
+    _show_profile(spy, raw)
 
 
 def main() -> None:
