@@ -8,6 +8,7 @@ imports, pools and caches filled) with the RSS at the end.
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any
 
 from bench.figures import Figure, ScenarioResult, check
@@ -22,6 +23,7 @@ from bench.services import Context, start_inferq
 TITLE = "S5 memory over time"
 MODEL = "sim-fast"
 WARMUP_FRACTION = 0.25
+MIN_SAMPLES = 8
 
 
 def steps(profile: Profile) -> int:
@@ -35,11 +37,15 @@ def run(ctx: Context, profile: Profile, progress: Progress) -> ScenarioResult:
     wait_ready(inferq, MODEL)
     table = JobTable(inferq.database_url)
     n = profile.s5_jobs
+    interval = 0.5 if n >= 5000 else 0.1
     with Meter({**inferq.trees(), "redis": ctx.redis_tree, "loadgen": self_tree}) as meter, \
-            sampling(inferq.trees(), interval=0.5 if n >= 5000 else 0.1) as series:
+            sampling(inferq.trees(), interval=interval) as series:
         run_async(submit_burst(inferq.url + "/v1/jobs", inferq.headers, job_body(MODEL, 16),
                                n, clients=32, deadline_seconds=900))
         counts = table.wait_terminal(n + 1, timeout=300)
+        # A small run can end in under a second: the growth needs MIN_SAMPLES.
+        while len(series.t) < MIN_SAMPLES:
+            time.sleep(interval)
     table.close()
     growth = {name: _growth(series, name) for name in series.rss}
     result.runs.append({
@@ -59,7 +65,7 @@ def run(ctx: Context, profile: Profile, progress: Progress) -> ScenarioResult:
 
 def _growth(series: Series, name: str) -> dict[str, Any]:
     values = series.rss[name]
-    if len(values) < 8:
+    if len(values) < MIN_SAMPLES:
         return {"growth_pct": None, "warm_mb": None, "end_mb": None}
     cut = int(len(values) * WARMUP_FRACTION)
     warm = statistics.median(values[max(0, cut - 2): cut + 2])
