@@ -3,6 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
+# llama-cpp-python compiles llama.cpp for this CPU (-march=native). On a CPU with AMX
+# (Intel Sapphire Rapids and later) its AMX kernels crashed the process (SIGSEGV in
+# ggml_backend_amx_mul_mat) at the first token of the bundled GGUF, so x86-64 builds leave
+# AMX out; AVX-512 stays. Set CMAKE_ARGS yourself to build differently. pip reuses a
+# wheel it built before, whatever the flags: `pip cache remove llama_cpp_python` first.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+endif
+
 .PHONY: run test test-slow chaos bench bench-quick lint format clean
 
 $(BIN)/python:
