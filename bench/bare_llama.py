@@ -19,6 +19,11 @@ from inferq.providers.llamacpp import default_gguf_path
 
 
 def generate(llm: llama_cpp.Llama, prompt: str, tokens: int) -> dict[str, float]:
+    # inferq's worker starts every job from an empty context (so a seeded job's text does
+    # not depend on the job before it); so does the baseline. Left in place, the previous
+    # run's cache of this same prompt would skip the prompt's evaluation: 12 ms less to the
+    # first token here, a saving that only a benchmark repeating one prompt would see.
+    llm.reset()
     start = time.perf_counter()
     first: float | None = None
     count = 0
