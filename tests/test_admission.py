@@ -142,7 +142,7 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path, redis_dbs: Redi
         with svc.client() as client:
             for i in range(5):
                 submit(client, model="sim", prompt=f"fill {i}")
-            time.sleep(1.1)  # the depth is read at most once a second per process
+            time.sleep(2.1)  # each API process re-reads the depth once a second
             response = client.post("/v1/jobs", json={"model": "sim", "prompt": "one more"})
     finally:
         svc.stop()

@@ -80,6 +80,8 @@ class Services:
     async def close(self) -> None:
         if self.publisher is not None and self.publisher.client is not self.redis:
             await self.publisher.close()
+        await self.queue_depth.close()
+        await self.keys.close()
         await self.redis.aclose()
         await self.engine.dispose()
         self.celery.close()

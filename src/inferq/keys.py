@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
+import logging
 import secrets
 import time
 import uuid
@@ -15,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq.db.tables import api_keys
 from inferq.jobs.store import utcnow
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "iq_"
 
@@ -77,6 +82,8 @@ class KeyStore:
         # hash → (caller or None, expiry). Bounds the database reads of a busy key;
         # a revocation or a change of limits takes effect within cache_seconds.
         self._cache: dict[str, tuple[Caller | None, float]] = {}
+        # Entries being read again ahead of their expiry (hash → task).
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     async def create(
         self, name: str, key: str | None = None, admin: bool = False, limits: Limits = Limits()
@@ -148,12 +155,24 @@ class KeyStore:
             return int((await conn.execute(query)).scalar_one())
 
     async def authenticate(self, key: str) -> Caller | None:
-        """The caller behind `key`, or None if it is unknown or revoked."""
+        """The caller behind `key`, or None if it is unknown or revoked.
+
+        A key in use is read again in the background once half its cache time is gone,
+        so its entry is renewed before it expires and no request of a busy key waits for
+        the database (one in every 125 did, at 25 requests a second: the submits' p99).
+        A cached answer is never served past its expiry.
+        """
         digest = hash_key(key)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached and cached[1] > now:
+            if cached[1] - now < self.cache_seconds / 2 and digest not in self._refreshing:
+                self._refresh_later(digest)
             return cached[0]
+        return await self._read(digest)
+
+    async def _read(self, digest: str) -> Caller | None:
+        read_at = time.monotonic()
         query = api_keys.select().where(
             api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
         )
@@ -165,5 +184,26 @@ class KeyStore:
             caller = Caller(record.id, record.admin, record.limits)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (caller, now + self.cache_seconds)
+        # From when the read started: a revocation committed during it is seen in time.
+        self._cache[digest] = (caller, read_at + self.cache_seconds)
         return caller
+
+    def _refresh_later(self, digest: str) -> None:
+        async def refresh() -> None:
+            try:
+                await self._read(digest)
+            except Exception as exc:  # the entry expires as usual; a request reads it then
+                log.warning("api key refresh failed: %s", exc)
+            finally:
+                self._refreshing.pop(digest, None)
+
+        # A fresh context: the refresh must not log under this request's id.
+        task = asyncio.get_running_loop().create_task(refresh(), context=contextvars.Context())
+        self._refreshing[digest] = task
+
+    async def close(self) -> None:
+        """Stop the refreshes under way (they hold database connections)."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
