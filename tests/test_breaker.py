@@ -48,3 +48,20 @@ def test_a_failed_probe_opens_it_again(breaker: CircuitBreaker) -> None:
     assert breaker.allow("ep")
     assert breaker.record("ep", ok=False) == "open"
     assert not breaker.allow("ep")
+
+
+def test_only_half_open_calls_are_probes(breaker: CircuitBreaker) -> None:
+    # A probe's outcome must be recorded; a closed circuit's successes need not be.
+    entry = breaker.enter("ep")
+    assert (entry.wait, entry.probe) == (0.0, False)
+    for _ in range(10):
+        breaker.allow("ep")
+        breaker.record("ep", ok=False)
+    shut = breaker.enter("ep")
+    assert shut.wait > 0 and not shut.probe
+    time.sleep(0.55)
+    probes = [breaker.enter("ep") for _ in range(3)]
+    let_through = [(e.wait == 0.0, e.probe) for e in probes]
+    assert let_through == [(True, True), (True, True), (False, False)]
+    assert breaker.record("ep", ok=True) == "closed"
+    assert not breaker.enter("ep").probe

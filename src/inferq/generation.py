@@ -141,9 +141,9 @@ class GenerateHandler:
         spec = self.registry.get(model)
 
         def attempt(_: int) -> Outcome:
-            shut = self.breaker.shut_for(spec.endpoint)
-            if shut:
-                raise CircuitOpen(f"the circuit of {spec.endpoint} is open", shut)
+            entry = self.breaker.enter(spec.endpoint)
+            if entry.wait:
+                raise CircuitOpen(f"the circuit of {spec.endpoint} is open", entry.wait)
             progress.attempts += 1
             if progress.attempts > 1:
                 self.count_attempt(claimed.id)
@@ -151,7 +151,7 @@ class GenerateHandler:
                 writer.reset(claimed.attempts + progress.attempts - 1)
                 progress.parts.clear()
                 progress.streamed = False
-            return self._attempt(model, spec, claimed, writer, stop, progress)
+            return self._attempt(model, spec, entry.probe, claimed, writer, stop, progress)
 
         return policy_for(spec, self.settings).call(attempt, stop)
 
@@ -159,6 +159,7 @@ class GenerateHandler:
         self,
         model: str,
         spec: ModelSpec,
+        probe: bool,
         claimed: ClaimedJob,
         writer: StreamWriter,
         stop: StopSignal,
@@ -171,7 +172,8 @@ class GenerateHandler:
                     progress.streamed = True
                     writer.delta(event.text)
                 elif isinstance(event, Finish):
-                    self.breaker.record(spec.endpoint, ok=True)
+                    if probe:  # else a success changes nothing: one round trip saved
+                        self.breaker.record(spec.endpoint, ok=True)
                     return self._finished(event, model, stop, progress)
             raise ProviderUnavailable("the provider ended without a finish event")
         except ProviderError as exc:

@@ -109,6 +109,19 @@ return 'closed'
 
 
 @dataclass(frozen=True)
+class Entry:
+    """The breaker's answer to a call about to start."""
+
+    # 0 if the call may go ahead, else the seconds until it is worth asking again.
+    wait: float
+    # A half-open probe: its outcome closes or reopens the circuit, so it must be
+    # recorded. A success of a call let through a closed circuit changes nothing
+    # (RECORD would only refresh the key's expiry, which ALLOW did): the caller may skip
+    # that round trip.
+    probe: bool
+
+
+@dataclass(frozen=True)
 class BreakerConfig:
     failure_threshold: float = 0.5
     min_calls: int = 10
@@ -132,8 +145,12 @@ class CircuitBreaker:
     def shut_for(self, endpoint: str) -> float:
         """0 if a call may go ahead now (taking a half-open probe slot), else the seconds
         until it is worth asking again."""
+        return self.enter(endpoint).wait
+
+    def enter(self, endpoint: str) -> Entry:
+        """Ask to call `endpoint` now: in half-open, a call let through is a probe."""
         c = self.config
-        allowed, _state, wait_ms = self._allow(
+        allowed, state, wait_ms = self._allow(
             keys=[redis_keys.breaker(endpoint)],
             args=[
                 int(c.open_seconds * 1000),
@@ -142,7 +159,9 @@ class CircuitBreaker:
                 int(c.window_seconds * 1000),
             ],
         )
-        return 0.0 if int(allowed) else max(int(wait_ms), 50) / 1000
+        if int(allowed):
+            return Entry(0.0, probe=_text(state) == "half_open")
+        return Entry(max(int(wait_ms), 50) / 1000, probe=False)
 
     def record(self, endpoint: str, ok: bool) -> str:
         """Feed the outcome of a call `allow` let through; returns the state after it."""
