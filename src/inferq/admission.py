@@ -19,8 +19,8 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
+from redis.client import Pipeline
 
 from inferq import redis_keys
 
@@ -162,15 +162,16 @@ class Admission:
         await self._settle(keys=[keys[2], keys[3]], args=[job_id, tokens_used])
 
 
-class Settlement:
-    """Worker side: settle a finished job's reservation to its real token usage."""
+def settle_in(pipe: Pipeline, key_id: str, job_id: str, tokens_used: int) -> None:
+    """Worker side: settle a finished job's reservation to its real usage and free its
+    active-job slot, as part of `pipe` (the transaction of the job's terminal event, so
+    that a client who sees the job end finds its slot free). Repeating it changes nothing.
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._settle = client.register_script(SETTLE)
-
-    def settle(self, key_id: str, job_id: str, tokens_used: int) -> None:
-        keys = _keys(key_id)
-        self._settle(keys=[keys[2], keys[3]], args=[job_id, tokens_used])
+    EVAL, not a registered script's EVALSHA: in a pipeline, redis-py checks that its
+    scripts are loaded (SCRIPT EXISTS) in a round trip of its own on every execute.
+    """
+    keys = _keys(key_id)
+    pipe.eval(SETTLE, 2, keys[2], keys[3], job_id, tokens_used)
 
 
 def _or_none(limit: int | None) -> int:

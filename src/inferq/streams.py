@@ -18,6 +18,7 @@ from typing import Any, ParamSpec
 import orjson
 import redis
 import redis.asyncio as aioredis
+from redis.client import Pipeline
 
 from inferq import redis_keys
 from inferq.jobs.schemas import Job
@@ -141,19 +142,25 @@ class StreamWriter:
             log.warning("stream %s: reset not written (%s)", self.key, exc)
             self._gap = True
 
-    def terminal(self, job: Job, forget: str | None = None) -> None:
+    def terminal(
+        self, job: Job, forget: str | None = None, also: Callable[[Pipeline], None] | None = None
+    ) -> None:
         """Append the terminal event; the stream then lives `ttl` more seconds. `forget`
-        names a key deleted in the same round trip (the job's cancel flag).
+        names a key deleted in the same transaction (the job's cancel flag); `also` adds
+        commands of its own to it, which must bear being repeated (a retry after a lost
+        reply runs the transaction again).
 
         Never raises: a reader who misses it reads the job row, which is final already.
         """
         try:
-            self._terminal(job, forget)
+            self._terminal(job, forget, also)
         except redis.RedisError as exc:
             log.warning("stream %s: terminal event not written: %s", self.key, exc)
 
     @_redis_retry
-    def _terminal(self, job: Job, forget: str | None) -> None:
+    def _terminal(
+        self, job: Job, forget: str | None, also: Callable[[Pipeline], None] | None
+    ) -> None:
         # MULTI/EXEC: a retry after a lost reply repeats the entries only after a first
         # terminal event, where readers have stopped.
         pipe = self.client.pipeline(transaction=True)
@@ -169,6 +176,8 @@ class StreamWriter:
         pipe.expire(self.key, self.ttl)
         if forget is not None:
             pipe.delete(forget)
+        if also is not None:
+            also(pipe)
         pipe.execute()
 
 

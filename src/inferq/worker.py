@@ -22,9 +22,10 @@ import redis
 import sqlalchemy as sa
 import structlog
 from celery import Celery
+from redis.client import Pipeline
 
 from inferq import redis_keys
-from inferq.admission import Settlement
+from inferq.admission import settle_in
 from inferq.batches import runtime as batch_runtime
 from inferq.config import Settings
 from inferq.db.engine import create_sync
@@ -144,7 +145,7 @@ class JobRunner:
         if job is None:
             log.warning("job %s: claim lost before it finished; result dropped", job_id)
             return
-        writer.terminal(job, forget=redis_keys.cancel_flag(job_id))
+        writer.terminal(job, forget=redis_keys.cancel_flag(job_id), also=settlement(job))
         settings = self.ctx.settings
         obs.job_finished(job, line, provider, settings.log_content, claimed.payload)
         self.finished(job)
@@ -180,7 +181,7 @@ class JobRunner:
         if job is None:
             return
         if job.status != "queued":
-            writer.terminal(job)
+            writer.terminal(job, also=settlement(job))
             self.finished(job)
             return
         try:
@@ -227,17 +228,14 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
     )
 
 
-def settle_admission(ctx: WorkerContext) -> FinishHook:
-    """Free the key's active-job slot and settle its token reservation to the real usage."""
-    settlement = Settlement(ctx.redis)
-
-    def settle(job: Job) -> None:
-        if job.key_id is None:
-            return
-        used = job.usage.prompt_tokens + job.usage.completion_tokens if job.usage else 0
-        settlement.settle(job.key_id, job.id, used)
-
-    return settle
+def settlement(job: Job) -> Callable[[Pipeline], None] | None:
+    """What frees the key's active-job slot and settles its token reservation to the
+    real usage, for the transaction of the job's terminal event."""
+    key_id = job.key_id
+    if key_id is None:
+        return None
+    used = job.usage.prompt_tokens + job.usage.completion_tokens if job.usage else 0
+    return lambda pipe: settle_in(pipe, key_id, job.id, used)
 
 
 def build_breaker(ctx: WorkerContext) -> CircuitBreaker:
@@ -275,7 +273,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
     embed = EmbedHandler(ctx.registry, settings)
     handlers: dict[str, Handler] = {"generate": generate, "embed": embed}
-    finish_hooks: list[FinishHook] = [settle_admission(ctx)]
+    finish_hooks: list[FinishHook] = []
     runner = JobRunner(ctx, liveness, handlers, finish_hooks)
     batch_sweeper = batch_runtime.install(ctx, finish_hooks)
     webhook_sender = webhook_runtime.install(ctx, finish_hooks)
@@ -330,7 +328,8 @@ def register_task(ctx: WorkerContext, runner: JobRunner) -> None:
 
 def _ended(ctx: WorkerContext, runner: JobRunner, job: Job) -> None:
     """A job the reaper ended (cancelled, or out of attempts) gets its terminal event."""
-    StreamWriter(ctx.redis, job.id, ctx.settings.result_ttl_seconds, 1).terminal(job)
+    writer = StreamWriter(ctx.redis, job.id, ctx.settings.result_ttl_seconds, 1)
+    writer.terminal(job, also=settlement(job))
     obs.job_finished(job, None, runner.provider_of(job.model))
     runner.finished(job)
 
