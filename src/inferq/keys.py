@@ -84,6 +84,7 @@ class KeyStore:
         self._cache: dict[str, tuple[Caller | None, float]] = {}
         # Entries being read again ahead of their expiry (hash → task).
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self.refresh_delay = min(0.05, cache_seconds / 10)
 
     async def create(
         self, name: str, key: str | None = None, admin: bool = False, limits: Limits = Limits()
@@ -191,6 +192,9 @@ class KeyStore:
     def _refresh_later(self, digest: str) -> None:
         async def refresh() -> None:
             try:
+                # A moment later: the request that noticed is still being served on this
+                # loop, and the read would take CPU from it.
+                await asyncio.sleep(self.refresh_delay)
                 await self._read(digest)
             except Exception as exc:  # the entry expires as usual; a request reads it then
                 log.warning("api key refresh failed: %s", exc)
