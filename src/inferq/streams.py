@@ -142,25 +142,21 @@ class StreamWriter:
             log.warning("stream %s: reset not written (%s)", self.key, exc)
             self._gap = True
 
-    def terminal(
-        self, job: Job, forget: str | None = None, also: Callable[[Pipeline], None] | None = None
-    ) -> None:
-        """Append the terminal event; the stream then lives `ttl` more seconds. `forget`
-        names a key deleted in the same transaction (the job's cancel flag); `also` adds
-        commands of its own to it, which must bear being repeated (a retry after a lost
-        reply runs the transaction again).
+    def terminal(self, job: Job, also: Callable[[Pipeline], None] | None = None) -> None:
+        """Append the terminal event; the stream then lives `ttl` more seconds. `also`
+        adds commands to the same transaction (the worker's: the job's cancel flag
+        deleted, its admission settled); they must bear being repeated, since a retry
+        after a lost reply runs the transaction again.
 
         Never raises: a reader who misses it reads the job row, which is final already.
         """
         try:
-            self._terminal(job, forget, also)
+            self._terminal(job, also)
         except redis.RedisError as exc:
             log.warning("stream %s: terminal event not written: %s", self.key, exc)
 
     @_redis_retry
-    def _terminal(
-        self, job: Job, forget: str | None, also: Callable[[Pipeline], None] | None
-    ) -> None:
+    def _terminal(self, job: Job, also: Callable[[Pipeline], None] | None) -> None:
         # MULTI/EXEC: a retry after a lost reply repeats the entries only after a first
         # terminal event, where readers have stopped.
         pipe = self.client.pipeline(transaction=True)
@@ -174,8 +170,6 @@ class StreamWriter:
                 pipe.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         pipe.xadd(self.key, terminal_entry(job), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         pipe.expire(self.key, self.ttl)
-        if forget is not None:
-            pipe.delete(forget)
         if also is not None:
             also(pipe)
         pipe.execute()

@@ -145,7 +145,7 @@ class JobRunner:
         if job is None:
             log.warning("job %s: claim lost before it finished; result dropped", job_id)
             return
-        writer.terminal(job, forget=redis_keys.cancel_flag(job_id), also=settlement(job))
+        writer.terminal(job, also=ending(job))
         settings = self.ctx.settings
         obs.job_finished(job, line, provider, settings.log_content, claimed.payload)
         self.finished(job)
@@ -181,7 +181,7 @@ class JobRunner:
         if job is None:
             return
         if job.status != "queued":
-            writer.terminal(job, also=settlement(job))
+            writer.terminal(job, also=ending(job))
             self.finished(job)
             return
         try:
@@ -228,14 +228,20 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
     )
 
 
-def settlement(job: Job) -> Callable[[Pipeline], None] | None:
-    """What frees the key's active-job slot and settles its token reservation to the
-    real usage, for the transaction of the job's terminal event."""
+def ending(job: Job) -> Callable[[Pipeline], None]:
+    """What goes in the transaction of a job's terminal event besides the event: its
+    cancel flag deleted and its key's admission settled (active-job slot freed, token
+    reservation settled to the real usage), so a client who sees the job end finds its
+    slot free. Both bear being repeated."""
     key_id = job.key_id
-    if key_id is None:
-        return None
     used = job.usage.prompt_tokens + job.usage.completion_tokens if job.usage else 0
-    return lambda pipe: settle_in(pipe, key_id, job.id, used)
+
+    def add(pipe: Pipeline) -> None:
+        pipe.delete(redis_keys.cancel_flag(job.id))
+        if key_id is not None:
+            settle_in(pipe, key_id, job.id, used)
+
+    return add
 
 
 def build_breaker(ctx: WorkerContext) -> CircuitBreaker:
@@ -329,7 +335,7 @@ def register_task(ctx: WorkerContext, runner: JobRunner) -> None:
 def _ended(ctx: WorkerContext, runner: JobRunner, job: Job) -> None:
     """A job the reaper ended (cancelled, or out of attempts) gets its terminal event."""
     writer = StreamWriter(ctx.redis, job.id, ctx.settings.result_ttl_seconds, 1)
-    writer.terminal(job, also=settlement(job))
+    writer.terminal(job, also=ending(job))
     obs.job_finished(job, None, runner.provider_of(job.model))
     runner.finished(job)
 
