@@ -32,11 +32,11 @@ def test_a_failing_endpoint_opens_then_half_open_probe_closes_it(breaker: Circui
         assert breaker.allow("ep")
         breaker.record("ep", ok=False)
     assert breaker.state("ep")["state"] == "open"
-    assert 0.3 < breaker.shut_for("ep") <= 0.5
+    assert 0.3 < breaker.enter("ep").wait <= 0.5
     time.sleep(0.55)
-    assert breaker.shut_for("ep") == 0.0  # the first probe
-    assert breaker.shut_for("ep") == 0.0  # the second (two probes by default)
-    assert 0 < breaker.shut_for("ep") <= 1.0  # no third: wait for the probes
+    assert breaker.enter("ep").wait == 0.0  # the first probe
+    assert breaker.enter("ep").wait == 0.0  # the second (two probes by default)
+    assert 0 < breaker.enter("ep").wait <= 1.0  # no third: wait for the probes
     assert breaker.record("ep", ok=True) == "closed"
 
 

@@ -140,12 +140,7 @@ class CircuitBreaker:
 
     def allow(self, endpoint: str) -> bool:
         """May a call to `endpoint` go ahead now? (In half-open, it takes a probe slot.)"""
-        return self.shut_for(endpoint) == 0.0
-
-    def shut_for(self, endpoint: str) -> float:
-        """0 if a call may go ahead now (taking a half-open probe slot), else the seconds
-        until it is worth asking again."""
-        return self.enter(endpoint).wait
+        return self.enter(endpoint).wait == 0.0
 
     def enter(self, endpoint: str) -> Entry:
         """Ask to call `endpoint` now: in half-open, a call let through is a probe."""
