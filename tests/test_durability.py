@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import sqlalchemy as sa
 
 from inferq.db.engine import sync_url
+from tests.api.test_jobs import submit
 from tests.conftest import (
     RedisDatabases,
     Service,
@@ -22,6 +25,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.tcp_proxy import TcpProxy
+from tests.test_worker import completions
 
 
 @pytest.fixture
@@ -129,6 +133,60 @@ def test_redis_down_answers_503_within_a_second_and_recovers_by_itself(tmp_path:
 def test_database_down_answers_503_within_a_second_and_recovers_by_itself(
     tmp_path: Path, redis_dbs: RedisDatabases
 ) -> None:
+    with _behind_proxy(tmp_path, redis_dbs) as (svc, proxy), svc.client() as client:
+        assert client.post("/v1/jobs", json={"model": "sim", "prompt": "up"}).status_code == 202
+        proxy.cut()
+        timings, answers = [], []
+        for path in ("/v1/jobs", "/v1/jobs?limit=1"):
+            started = time.monotonic()
+            if path == "/v1/jobs":
+                answers.append(client.post(path, json={"model": "sim", "prompt": "down"}))
+            else:
+                answers.append(client.get(path))
+            timings.append(time.monotonic() - started)
+        ready = client.get("/readyz")
+        proxy.start()
+        wait_for(lambda: client.get("/readyz").status_code == 200, timeout=15)
+        back = client.post("/v1/jobs", json={"model": "sim", "prompt": "back"})
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert max(timings) < 1.0, timings
+    assert ready.status_code == 503
+    assert back.status_code == 202, back.text
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="needs INFERQ_TEST_DATABASE_URL (PostgreSQL)")
+def test_a_worker_that_cannot_save_a_result_waits_for_the_database_then_ends_the_job(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    with _behind_proxy(tmp_path, redis_dbs) as (svc, proxy), svc.client() as client:
+        svc.start_worker("io", 4)
+        job = submit(client, model="sim-slow", prompt="outlast the outage")
+        wait_for(lambda: _status(client, job["id"]) == "running", timeout=30)
+        proxy.cut()
+        # sim-slow's call (about 4 s) ends while the database is away: the save fails.
+        time.sleep(7)
+        proxy.start()
+        wait_for(lambda: _status(client, job["id"]) == "succeeded", timeout=30)
+        final = client.get(f"/v1/jobs/{job['id']}").json()
+        streamed = client.get(f"/v1/jobs/{job['id']}/events").text
+        logs = "".join(log.read_text() for log in tmp_path.glob("worker-*.log"))
+    assert "saving how it ended: database unreachable" in logs  # the outage hit the save
+    assert final["attempts"] == 1, final
+    assert len(final["output"]["text"].split()) == 60
+    assert "event: done" in streamed  # the terminal event followed the saved row
+    assert len(completions(svc)) == 1  # waited for the database, not run again
+
+
+def _status(client: httpx.Client, job_id: str) -> str | None:
+    answer = client.get(f"/v1/jobs/{job_id}")
+    return answer.json()["status"] if answer.status_code == 200 else None
+
+
+@contextlib.contextmanager
+def _behind_proxy(tmp_path: Path, redis_dbs: RedisDatabases) -> Iterator[tuple[Service, TcpProxy]]:
+    """A running API on a fresh PostgreSQL database reached through a proxy to cut."""
     admin = postgres_url()
     assert admin is not None
     database_url, name = fresh_postgres(admin)
@@ -137,30 +195,10 @@ def test_database_down_answers_503_within_a_second_and_recovers_by_itself(
     proxy.start()
     through_proxy = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
     svc = Service(tmp_path, redis_dbs.allocate(), through_proxy, broker_url=None)
-    svc.start_api()
     try:
-        with svc.client() as client:
-            assert client.post("/v1/jobs", json={"model": "sim", "prompt": "up"}).status_code == 202
-            proxy.cut()
-            timings, answers = [], []
-            for path in ("/v1/jobs", "/v1/jobs?limit=1"):
-                started = time.monotonic()
-                if path == "/v1/jobs":
-                    answers.append(client.post(path, json={"model": "sim", "prompt": "down"}))
-                else:
-                    answers.append(client.get(path))
-                timings.append(time.monotonic() - started)
-            ready = client.get("/readyz")
-            proxy.start()
-            wait_for(lambda: client.get("/readyz").status_code == 200, timeout=15)
-            back = client.post("/v1/jobs", json={"model": "sim", "prompt": "back"})
+        svc.start_api()
+        yield svc, proxy
     finally:
         svc.stop()
         proxy.cut()
         drop_postgres(admin, name)
-    for answer in answers:
-        assert answer.status_code == 503, answer.text
-        assert answer.headers["content-type"] == "application/problem+json"
-    assert max(timings) < 1.0, timings
-    assert ready.status_code == 503
-    assert back.status_code == 202, back.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 import redis
 import sqlalchemy as sa
 import structlog
-from celery import Celery
+from celery import Celery, signals
 from redis.client import Pipeline
 
 from inferq import redis_keys
@@ -34,6 +35,7 @@ from inferq.errors import InferqError
 from inferq.generation import GenerateHandler
 from inferq.heap import freeze_startup_heap
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
+from inferq.jobs.outage import UntilReachable
 from inferq.jobs.schemas import Job
 from inferq.liveness import Liveness, StopSignal
 from inferq.observability import jobs as obs
@@ -100,14 +102,54 @@ class JobRunner:
         self.store = ctx.store
         self.handlers = handlers
         self.finish_hooks = finish_hooks
+        # Set when the worker shuts down: store calls stop waiting for the database.
+        self.stopping = threading.Event()
+        self.until_reachable = UntilReachable(self.stopping)
+        # Jobs a thread of this process is claiming or running: a second message for one
+        # of them (published again by the orphan sweep) is dropped here, which is what
+        # makes taking over a claim whose answer was lost (`_claim`) safe.
+        self._mine: set[str] = set()
+        self._mine_lock = threading.Lock()
 
     def run(self, job_id: str) -> None:
-        claimed = self.store.claim(job_id, self.ctx.worker_id)
-        if claimed is None:
-            log.info("job %s: not queued any more, message dropped", job_id)
-            return
-        with obs.timeline(claimed.model, claimed.created_at, claimed.claims == 1) as line:
-            self._run(claimed, line)
+        with self._mine_lock:
+            if job_id in self._mine:
+                log.info("job %s: already running here, message dropped", job_id)
+                return
+            self._mine.add(job_id)
+        try:
+            claimed = self._claim(job_id)
+            if claimed is None:
+                log.info("job %s: not queued any more, message dropped", job_id)
+                return
+            with obs.timeline(claimed.model, claimed.created_at, claimed.claims == 1) as line:
+                self._run(claimed, line)
+        finally:
+            with self._mine_lock:
+                self._mine.discard(job_id)
+
+    def _claim(self, job_id: str) -> ClaimedJob | None:
+        worker = self.ctx.worker_id
+
+        def once(try_number: int) -> ClaimedJob | None:
+            claimed = self.store.claim(job_id, worker)
+            if claimed is None and try_number > 1:
+                # An earlier try may have committed before its connection broke.
+                claimed = self.store.held(job_id, worker)
+            return claimed
+
+        return self.until_reachable(once, f"job {job_id}: claiming it")
+
+    def _save(self, job_id: str, outcome: Outcome) -> Job | None:
+        worker = self.ctx.worker_id
+
+        def once(try_number: int) -> Job | None:
+            job = self.store.finish(job_id, worker, outcome)
+            if job is None and try_number > 1:
+                job = self.store.ended_by(job_id, worker)
+            return job
+
+        return self.until_reachable(once, f"job {job_id}: saving how it ended")
 
     def _run(self, claimed: ClaimedJob, line: obs.JobTimeline) -> None:
         job_id = claimed.id
@@ -141,7 +183,7 @@ class JobRunner:
         finally:
             self.liveness.untrack(job_id)
         with tracer.start_as_current_span("job.finish", attributes={"inferq.job_id": job_id}):
-            job = self.store.finish(job_id, self.ctx.worker_id, self._priced(claimed, outcome))
+            job = self._save(job_id, self._priced(claimed, outcome))
         if job is None:
             log.warning("job %s: claim lost before it finished; result dropped", job_id)
             return
@@ -177,7 +219,11 @@ class JobRunner:
 
     def give_back(self, claimed: ClaimedJob, writer: StreamWriter) -> None:
         """running → queued and published again (or ended, out of attempts)."""
-        job = self.store.recover(claimed.id, self.ctx.worker_id, self.ctx.settings.max_attempts)
+        worker, cap = self.ctx.worker_id, self.ctx.settings.max_attempts
+        job = self.until_reachable(
+            lambda _: self.store.recover(claimed.id, worker, cap),
+            f"job {claimed.id}: handing it back",
+        )
         if job is None:
             return
         if job.status != "queued":
@@ -294,6 +340,7 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     )
 
     register_task(ctx, runner)
+    signals.worker_shutting_down.connect(lambda **_: runner.stopping.set(), weak=False)
     liveness.start()
     reaper.start()
     batch_sweeper.start()

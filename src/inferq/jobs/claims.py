@@ -116,6 +116,21 @@ _FINISH = (
 )
 
 
+def _claimed(row: sa.Row[Any]) -> ClaimedJob:
+    return ClaimedJob(
+        row.id,
+        row.kind,
+        row.model,
+        row.priority,
+        row.attempts,
+        row.request,
+        row.batch_id,
+        key_id=row.key_id,
+        created_at=row.created_at,
+        claims=row.claims,
+    )
+
+
 class ClaimStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -128,20 +143,29 @@ class ClaimStore:
         values = {"b_id": job_id, "b_worker": worker_id, "b_now": utcnow()}
         with self.autocommit.connect() as conn:
             row = conn.execute(_CLAIM, values).first()
-        if row is None:
-            return None
-        return ClaimedJob(
-            row.id,
-            row.kind,
-            row.model,
-            row.priority,
-            row.attempts,
-            row.request,
-            row.batch_id,
-            key_id=row.key_id,
-            created_at=row.created_at,
-            claims=row.claims,
+        return _claimed(row) if row is not None else None
+
+    def held(self, job_id: str, worker_id: str) -> ClaimedJob | None:
+        """The job if it is running under `worker_id`: a claim that committed although
+        its answer was lost with the connection."""
+        query = sa.select(jobs).where(
+            jobs.c.id == job_id, jobs.c.status == "running", jobs.c.worker_id == worker_id
         )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _claimed(row) if row is not None else None
+
+    def ended_by(self, job_id: str, worker_id: str) -> Job | None:
+        """The job if `worker_id` ended it: a finish that committed although its answer
+        was lost with the connection."""
+        query = sa.select(jobs).where(
+            jobs.c.id == job_id,
+            jobs.c.status.not_in(("queued", "running")),
+            jobs.c.worker_id == worker_id,
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return Job.from_row(row) if row is not None else None
 
     def finish(self, job_id: str, worker_id: str, outcome: Outcome) -> Job | None:
         """running → terminal, only for the worker that holds the claim."""
