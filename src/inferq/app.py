@@ -51,7 +51,7 @@ class Services:
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
-        engine = create_async(settings.resolved_database_url)
+        engine = create_async(settings.resolved_database_url, settings.database_pool_size)
         redis = async_client(
             settings.resolved_redis_url,
             max_connections=2048,

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     broker_url: str | None = None
     database_url: str | None = None
+    # Connections one process (the API, each worker) opens to PostgreSQL, at most. Keep
+    # processes times this under the server's max_connections (100 by default); requests and
+    # jobs wait their turn for one beyond it.
+    database_pool_size: int = Field(default=20, ge=2)
     models_file: Path | None = None
 
     # Limits on what a request may ask for.

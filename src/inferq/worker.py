@@ -267,7 +267,12 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
     return WorkerContext(
         settings=settings,
         pool=pool,
-        engine=create_sync(settings.resolved_database_url, pool_size=min(concurrency, 64) + 4),
+        engine=create_sync(
+            settings.resolved_database_url,
+            # A thread holds a connection for one statement at a time (claim, save): a
+            # few dozen connections serve a thousand jobs in flight.
+            pool_size=min(concurrency + 4, settings.database_pool_size),
+        ),
         redis=sync_client(settings.resolved_redis_url, max_connections=connections),
         registry=ModelRegistry.load(settings.models_file),
         celery=make_celery(settings, pool_connections=connections),

@@ -51,24 +51,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_async(url: str, pool_size: int = 32) -> AsyncEngine:
-    """The API's engine."""
+def create_async(url: str, pool_size: int = 4) -> AsyncEngine:
+    """The API's engine (and short-lived commands'), `pool_size` connections at most."""
     full = async_url(url)
     if full.startswith("sqlite"):
         engine = create_async_engine(full, **_JSON)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    # Sized for the API's concurrency: an overflow connection is closed when returned,
-    # and reopening one per request (TCP, TLS negotiation, auth) cost more than the query.
-    # No pre-ping (a round trip per request): a connection the server dropped fails its
-    # request with a 503 and is discarded, with the rest of the pool, on that error.
+    # No overflow: an overflow connection is closed when returned, and reopening one per
+    # request (TCP, TLS negotiation, auth) cost more than the query; a fixed pool also
+    # keeps the process's share of the server's max_connections known. No pre-ping (a
+    # round trip per request): a connection the server dropped fails its request with a
+    # 503 and is discarded, with the rest of the pool, on that error.
     return create_async_engine(
-        full, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600, **_JSON
+        full, pool_size=pool_size, max_overflow=0, pool_recycle=3600, **_JSON
     )
 
 
 def create_sync(url: str, pool_size: int = 20) -> sa.Engine:
-    """A worker's engine, shared by its threads."""
+    """A worker's engine, shared by its threads, `pool_size` connections at most."""
     full = sync_url(url)
     if full.startswith("sqlite"):
         # SQLite takes one writer at a time: with a connection per thread, dozens of
@@ -79,5 +80,6 @@ def create_sync(url: str, pool_size: int = 20) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No pre-ping (a SELECT 1 per checkout): a connection found dead raises, SQLAlchemy
-    # then recycles the whole pool, and the job goes back to the queue (see JobRunner).
-    return sa.create_engine(full, pool_size=pool_size, max_overflow=pool_size, **_JSON)
+    # then recycles the whole pool, and the job's thread waits for the database (see
+    # JobRunner). Threads beyond `pool_size` wait for a connection rather than open one.
+    return sa.create_engine(full, pool_size=pool_size, max_overflow=0, **_JSON)
