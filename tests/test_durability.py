@@ -202,3 +202,23 @@ def _behind_proxy(tmp_path: Path, redis_dbs: RedisDatabases) -> Iterator[tuple[S
         svc.stop()
         proxy.cut()
         drop_postgres(admin, name)
+
+
+def test_metrics_answer_without_queue_depths_while_the_broker_is_down(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    svc = Service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}", nowhere)
+    svc.start_api()
+    try:
+        with svc.client() as client:
+            started = time.monotonic()
+            scraped = client.get("/metrics")
+            elapsed = time.monotonic() - started
+    finally:
+        svc.stop()
+    assert scraped.status_code == 200
+    assert "inferq_workers_alive" in scraped.text  # the rest of the scrape still counts
+    assert "inferq_queue_depth{" not in scraped.text
+    assert elapsed < 5, elapsed
+    assert "broker queue depths not read" in (tmp_path / "api.log").read_text()

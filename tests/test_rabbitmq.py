@@ -24,7 +24,7 @@ def rabbit_service(
     tmp_path_factory: pytest.TempPathFactory, redis_dbs: RedisDatabases
 ) -> Iterator[Service]:
     tmp: Path = tmp_path_factory.mktemp("rabbit")
-    _purge_queues()
+    purge_queues()
     svc = start_service(tmp, redis_dbs.allocate(), f"sqlite:///{tmp / 'db.sqlite'}", RABBITMQ)
     try:
         yield svc
@@ -32,7 +32,7 @@ def rabbit_service(
         svc.stop()
 
 
-def _purge_queues() -> None:
+def purge_queues() -> None:
     """Leftovers of an earlier run would be claimed by nobody; start clean."""
     from kombu import Connection
 

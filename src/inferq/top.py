@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from celery import Celery
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -23,6 +24,7 @@ from inferq.db.engine import create_async
 from inferq.jobs.store import utcnow
 from inferq.jobs.usage import UsageRow, usage
 from inferq.observability import snapshot
+from inferq.queue import make_celery
 from inferq.redis_clients import async_client
 from inferq.resilience.breaker import all_states
 
@@ -49,11 +51,12 @@ class Snapshot:
         return self.recent.get("failed", 0) / done if done else 0.0
 
 
-async def read(settings: Settings, redis: aioredis.Redis, engine: AsyncEngine) -> Snapshot:
+async def read(
+    settings: Settings, redis: aioredis.Redis, engine: AsyncEngine, celery: Celery
+) -> Snapshot:
     now = utcnow()
-    depths = await snapshot.queue_depths(redis) if settings.broker_is_redis() else []
     return Snapshot(
-        depths=depths,
+        depths=await snapshot.queue_depths(settings, redis, celery),
         workers=await snapshot.workers_alive(redis),
         live=await snapshot.live_jobs(engine),
         recent=await snapshot.recent_outcomes(engine, WINDOW_SECONDS),
@@ -102,13 +105,14 @@ def run_top(settings: Settings, console: Console, interval: float, once: bool) -
 async def _run(settings: Settings, console: Console, interval: float, once: bool) -> None:
     redis = async_client(settings.resolved_redis_url, socket_connect_timeout=2)
     engine = create_async(settings.resolved_database_url)
+    celery = make_celery(settings, pool_connections=1)
     try:
         if once:
-            console.print(render(await read(settings, redis, engine)))
+            console.print(render(await read(settings, redis, engine, celery)))
             return
         with Live(console=console, auto_refresh=False) as live:
             while True:
-                live.update(render(await read(settings, redis, engine)), refresh=True)
+                live.update(render(await read(settings, redis, engine, celery)), refresh=True)
                 await asyncio.sleep(interval)
     finally:
         await redis.aclose()

@@ -89,12 +89,9 @@ async def metrics(services: ServicesDep) -> Response:
     else:
         registry.register(_Own())
     registry.register(_Breakers(await all_states(services.redis)))
-    depths = []
-    if services.settings.broker_is_redis():
-        depths = await snapshot.queue_depths(services.redis)
     registry.register(
         _Shared(
-            depths,
+            await snapshot.queue_depths(services.settings, services.redis, services.celery),
             await snapshot.live_jobs(services.engine),
             await snapshot.workers_alive(services.redis),
         )

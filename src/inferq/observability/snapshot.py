@@ -1,24 +1,30 @@
 """The service's state read from where it lives: the broker, Redis and the job store.
 
 Shared by the API's scrape-time collectors and `inferq top`, so both say the same.
-Every read is cheap: one pipeline of LLENs, a SCAN of the workers' alive keys, and
-GROUP BYs that the status and finished_at indexes serve.
+Every read is cheap: one pipeline of LLENs (on AMQP, a passive declare per queue), a
+SCAN of the workers' alive keys, and GROUP BYs that the status and finished_at indexes
+serve.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq import redis_keys
-from inferq.config import PRIORITIES
+from inferq.config import PRIORITIES, Settings
 from inferq.db.tables import jobs
 from inferq.jobs.store import utcnow
 from inferq.queue import POOLS, queue_name
+
+log = logging.getLogger(__name__)
 
 LIVE_STATES = ("queued", "running")
 
@@ -30,14 +36,49 @@ class QueueDepth:
     depth: int
 
 
-async def queue_depths(redis: aioredis.Redis) -> list[QueueDepth]:
-    """Messages waiting in each queue (a Redis broker's lists; one round trip)."""
-    names = [(pool, p) for pool in POOLS for p in PRIORITIES]
+_QUEUES = [(pool, p) for pool in POOLS for p in PRIORITIES]
+
+
+async def queue_depths(
+    settings: Settings, redis: aioredis.Redis, celery: Celery
+) -> list[QueueDepth]:
+    """Messages waiting in each queue of the broker, whichever it is."""
+    if settings.broker_is_redis():
+        return await _redis_depths(redis)
+    return await asyncio.to_thread(_amqp_depths, celery)
+
+
+async def _redis_depths(redis: aioredis.Redis) -> list[QueueDepth]:
+    # The lists kombu's Redis transport reads; one round trip.
     async with redis.pipeline(transaction=False) as pipe:
-        for pool, priority in names:
+        for pool, priority in _QUEUES:
             pipe.llen(queue_name(pool, priority))
         lengths = await pipe.execute()
-    return [QueueDepth(pool, p, int(n)) for (pool, p), n in zip(names, lengths, strict=True)]
+    return [QueueDepth(pool, p, int(n)) for (pool, p), n in zip(_QUEUES, lengths, strict=True)]
+
+
+def _amqp_depths(celery: Celery) -> list[QueueDepth]:
+    """A passive declare per queue (it reports the ready messages without creating the
+    queue). A broker that cannot be reached gives no figures rather than an error: the
+    rest of the scrape still counts."""
+    depths = []
+    conn = celery.connection_for_read()
+    try:
+        with conn:
+            channel = conn.channel()
+            for pool, priority in _QUEUES:
+                try:
+                    declared = channel.queue_declare(queue_name(pool, priority), passive=True)
+                    depth = int(declared.message_count)
+                except conn.channel_errors:
+                    depth = 0  # not declared yet: nothing was ever published to it
+                    channel = conn.channel()  # the broker closes a channel on that error
+                depths.append(QueueDepth(pool, priority, depth))
+            channel.close()
+    except (OSError, *conn.connection_errors) as exc:
+        log.warning("broker queue depths not read: %s", exc)
+        return []
+    return depths
 
 
 async def workers_alive(redis: aioredis.Redis) -> int:
