@@ -53,6 +53,7 @@ def test_job_of_a_worker_killed_mid_run_completes_once_on_a_new_worker(
 ) -> None:
     victim = bare_service.start_worker("io", 4)
     with bare_service.client() as client:
+        client.headers["X-Request-ID"] = "crash-survivor-1"
         job = submit(client, model="sim-slow", prompt="survive a crash")
         wait_for(
             lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running", timeout=30
@@ -67,6 +68,11 @@ def test_job_of_a_worker_killed_mid_run_completes_once_on_a_new_worker(
     assert final["attempts"] == 2
     assert len(final["output"]["text"].split()) == 60
     assert len(completions(bare_service)) == 1
+    # The reaper's message carries no request id: the new worker reads it from the row.
+    rescuer = bare_service.root / "worker-io-1.log"
+    lines = [json.loads(x) for x in rescuer.read_text().splitlines() if x.startswith("{")]
+    finished = [e for e in lines if e.get("event") == "job.finished"]
+    assert [e["request_id"] for e in finished] == ["crash-survivor-1"], finished
 
 
 def test_redelivered_message_of_a_finished_job_does_not_run_it_again(

@@ -122,6 +122,10 @@ class JobRunner:
             if claimed is None:
                 log.info("job %s: not queued any more, message dropped", job_id)
                 return
+            if claimed.request_id is not None:
+                # The row's, not the message's: a message the reaper or the orphan sweep
+                # published again carries none. The task's bound_contextvars undoes it.
+                structlog.contextvars.bind_contextvars(request_id=claimed.request_id)
             with obs.timeline(claimed.model, claimed.created_at, claimed.claims == 1) as line:
                 self._run(claimed, line)
         finally:

@@ -77,6 +77,9 @@ jobs = sa.Table(
     # What the job cost at the registry's prices for the model that served it.
     sa.Column("cost_usd", sa.Float(), nullable=True),
     sa.Column("worker_id", sa.String(128), nullable=True),
+    # The submitting request's X-Request-ID: every delivery's log lines carry it, those
+    # of a job the reaper requeued after its worker died included.
+    sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=True),

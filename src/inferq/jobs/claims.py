@@ -32,6 +32,8 @@ class ClaimedJob:
     created_at: datetime | None = None
     # Deliveries to a worker so far, this one included.
     claims: int = 1
+    # The submitting request's id (None for jobs made before it was kept).
+    request_id: str | None = None
 
     @property
     def request(self) -> GenerationRequest:
@@ -86,6 +88,7 @@ _CLAIM = (
         jobs.c.key_id,
         jobs.c.created_at,
         jobs.c.claims,
+        jobs.c.request_id,
     )
 )
 # (column, Outcome attribute) pairs the finish writes.
@@ -128,6 +131,7 @@ def _claimed(row: sa.Row[Any]) -> ClaimedJob:
         key_id=row.key_id,
         created_at=row.created_at,
         claims=row.claims,
+        request_id=row.request_id,
     )
 
 

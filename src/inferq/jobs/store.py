@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from inferq.db.tables import jobs, webhook_deliveries
 from inferq.group_commit import GroupCommit
 from inferq.jobs.schemas import Job, JobCreate
+from inferq.observability.logs import current_request_id
 from inferq.webhooks.rows import waiting_delivery
 
 
@@ -64,6 +65,8 @@ class NewJob:
     custom_id: str | None = None
     webhook_url: str | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Read where the job is made: in the API, the request being served.
+    request_id: str | None = field(default_factory=current_request_id)
 
     @classmethod
     def generation(cls, key_id: str, job: JobCreate, stream: bool = True, **fields: Any) -> NewJob:
@@ -92,6 +95,7 @@ class NewJob:
             "batch_id": self.batch_id,
             "custom_id": self.custom_id,
             "webhook_url": self.webhook_url,
+            "request_id": self.request_id,
             "attempts": 0,
             "cancel_requested": False,
             "created_at": now,
