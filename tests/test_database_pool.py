@@ -15,7 +15,7 @@ from tests.conftest import RedisDatabases, Service, drop_postgres, fresh_postgre
 
 
 class ConnectionPeaks:
-    """The most connections to `port` each process held at once, sampled every 20 ms."""
+    """The most connections to `port` each process held at once, sampled every 50 ms."""
 
     def __init__(self, pids: list[int], port: int) -> None:
         self.port = port
@@ -32,7 +32,7 @@ class ConnectionPeaks:
         self._thread.join()
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(0.05):
             for pid in self.peaks:
                 held = sum(
                     1
