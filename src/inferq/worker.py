@@ -300,15 +300,7 @@ def ending(job: Job) -> Callable[[Pipeline], None]:
 
 
 def build_breaker(ctx: WorkerContext) -> CircuitBreaker:
-    s = ctx.settings
-    config = BreakerConfig(
-        failure_threshold=s.breaker_failure_threshold,
-        min_calls=s.breaker_min_calls,
-        window_seconds=s.breaker_window_seconds,
-        open_seconds=s.breaker_open_seconds,
-        half_open_probes=s.breaker_half_open_probes,
-    )
-    return CircuitBreaker(ctx.redis, config)
+    return CircuitBreaker(ctx.redis, BreakerConfig.from_settings(ctx.settings))
 
 
 def run_worker(settings: Settings, pool: str, concurrency: int | None = None) -> int:

@@ -26,6 +26,7 @@ import redis
 import redis.asyncio as aioredis
 
 from inferq import redis_keys
+from inferq.config import Settings
 
 _NOW = """
 local t = redis.call('TIME')
@@ -129,6 +130,16 @@ class BreakerConfig:
     open_seconds: float = 15.0
     half_open_probes: int = 2
     idle_expiry_seconds: int = 86_400
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> BreakerConfig:
+        return cls(
+            failure_threshold=s.breaker_failure_threshold,
+            min_calls=s.breaker_min_calls,
+            window_seconds=s.breaker_window_seconds,
+            open_seconds=s.breaker_open_seconds,
+            half_open_probes=s.breaker_half_open_probes,
+        )
 
 
 class CircuitBreaker:
