@@ -42,6 +42,7 @@ class ConnectionPeaks:
                 self.peaks[pid] = max(self.peaks[pid], held)
 
 
+@pytest.mark.slow  # a load test: 150 jobs from 32 threads (`make test-slow`)
 @pytest.mark.skipif(postgres_url() is None, reason="needs INFERQ_TEST_DATABASE_URL (PostgreSQL)")
 def test_api_and_worker_stay_within_their_pool_and_every_job_ends(
     tmp_path: Path, redis_dbs: RedisDatabases
