@@ -1,4 +1,4 @@
-"""Profile a hot path: `python -m bench.probe s1|s2|s3|s4 [--rate N] [--jobs N]
+"""Profile a hot path: `python -m bench.probe s1|s2|s3|s4|acks [--rate N] [--jobs N]
 [--seconds S] [--stream] [--spy] [--spy-worker]`.
 
 Starts what the benchmark starts (mock upstream, one inferq API and one worker) and
@@ -10,6 +10,7 @@ worker (S1, S2) or the API (S3; S4 unless `--spy-worker`)
 and prints the heaviest frames, inclusive. This is where the profiles in
 `bench/analysis.md` come from. py-spy slows the process it samples (a spied S2 worker
 with a thousand threads runs several times slower): read its shares, not its rates.
+`acks` measures the broker's acks-late bookkeeping alone (see `bench.acks`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from bench import acks
 from bench.loadgen import Target, closed_loop, open_loop, run_async
 from bench.procs import Fleet, Meter, self_tree
 from bench.scenarios.s1_overhead import _body
@@ -151,7 +153,7 @@ def s3(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def s2(ctx: Context, args: argparse.Namespace) -> None:
-    from bench.jobs import JobTable, submit_burst
+    from bench.jobs import JobTable, peak_concurrency, submit_burst
     from bench.scenarios.s2_throughput import CALL_SECONDS, MODEL, job_body, wait_ready
 
     inferq = start_inferq(ctx, "probe", {MODEL: sim_model(None, CALL_SECONDS * 1000 - 8, 8)},
@@ -171,8 +173,10 @@ def s2(ctx: Context, args: argparse.Namespace) -> None:
     created = sorted(c.timestamp() for c, _, _ in spans)[1:]
     seconds = max(finished) - min(created)
     cpu = _cpu_per(meter, args.jobs, 2)
+    peak = peak_concurrency([(s.timestamp(), f.timestamp()) for _, s, f in spans if s and f])
     print(f"jobs: {args.jobs} in {seconds:.1f} s = {len(finished) / seconds:.1f} jobs/s "
-          f"(submitted in {burst.seconds:.1f} s); {counts}; CPU ms per job {cpu}")
+          f"(submitted in {burst.seconds:.1f} s); peak in flight {peak}; {counts}; "
+          f"CPU ms per job {cpu}")
     _show_profile(spy, raw)
 
 
@@ -200,7 +204,7 @@ def s4(ctx: Context, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__)
-    parser.add_argument("scenario", choices=("s1", "s2", "s3", "s4"))
+    parser.add_argument("scenario", choices=("s1", "s2", "s3", "s4", "acks"))
     parser.add_argument("--rate", type=int, default=25, help="S1 requests per second")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--jobs", type=int, default=3000, help="S2 burst size")
@@ -216,6 +220,9 @@ def main() -> None:
     with redis_server(root, args.redis_url) as (redis_base, redis_tree):
         ctx = Context(root, Fleet(root), redis_base, args.database_url, "INFO", redis_tree)
         try:
+            if args.scenario == "acks":
+                acks.run(redis_base, args.jobs)
+                return
             {"s1": s1, "s2": s2, "s3": s3, "s4": s4}[args.scenario](ctx, args)
         finally:
             ctx.fleet.stop_all()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from inferq.config import Settings
 from inferq.queue import enqueue, make_celery
@@ -202,3 +203,21 @@ def test_job_cancelled_in_the_queue_is_counted_and_logged_as_finished(
     ]
     ended = [line for line in lines if line.get("event") == "job.finished"]
     assert [(e["job_id"], e["outcome"]) for e in ended] == [(job["id"], "cancelled")]
+
+
+def test_a_running_jobs_message_is_held_unacked_until_the_job_ends(bare_service: Service) -> None:
+    # The broker's record of a delivered message is what a warm shutdown restores from,
+    # and the ack must remove it: inferq writes both in batches (inferq.broker).
+    bare_service.start_worker("io", 4)
+    broker = redis.Redis.from_url(bare_service.redis_url)
+    with bare_service.client() as client:
+        job = submit(client, model="sim-slow", prompt="held while it runs")
+        wait_for(
+            lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running", timeout=30
+        )
+        wait_for(lambda: broker.hlen("unacked") == 1, timeout=5)
+        (record,) = broker.hvals("unacked")
+        assert job["id"] in record.decode()
+        assert broker.zcard("unacked_index") == 1
+        assert wait_terminal(client, job["id"])["status"] == "succeeded"
+    wait_for(lambda: broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0, timeout=5)
