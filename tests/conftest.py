@@ -244,6 +244,17 @@ class Service:
         client = redis.Redis.from_url(self.redis_url)
         return all(client.llen(q) == 0 for pool in POOLS for q in pool_queues(pool))
 
+    def top_once(self, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`inferq top --once` against this service, wide enough for every column."""
+        return subprocess.run(
+            [sys.executable, "-m", "inferq", "top", "--once"],
+            env={**self.env, "COLUMNS": "160"},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in self.root.glob("*.log"))
 

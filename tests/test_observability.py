@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.test_jobs import wait_terminal
+from tests.api.test_jobs import submit, wait_terminal
 from tests.conftest import TESTS, RedisDatabases, Service, free_port, start_service, wait_for
 from tests.webhooks.receiver import Receiver
 
@@ -186,6 +185,25 @@ def test_api_metrics_count_requests_rejections_and_read_the_queues(run: Run) -> 
     assert value(m, "inferq_breaker_state", endpoint="sim:sim-down", state="closed") == 1
 
 
+def test_queue_depths_are_read_from_a_broker_redis_apart_from_the_services(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    broker = redis_dbs.allocate()
+    svc = Service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}", broker)
+    svc.start_api()  # no worker: what is submitted stays in the queues
+    try:
+        with svc.client() as client:
+            for n in range(2):
+                submit(client, model="sim", prompt=f"wait {n}", priority="high")
+        m = scrape(svc.url + "/metrics")
+        top = svc.top_once().stdout
+    finally:
+        svc.stop()
+    assert value(m, "inferq_queue_depth", queue="io.high") == 2
+    assert value(m, "inferq_queue_depth", queue="io.normal") == 0
+    assert re.search(r"io\.high\s*│\s*2\b", top), top
+
+
 def test_request_id_is_returned_and_generated_when_absent(run: Run) -> None:
     given = httpx.get(run.service.url + "/healthz", headers={"X-Request-ID": "abc-123"})
     assert given.headers["x-request-id"] == "abc-123"
@@ -295,14 +313,7 @@ def test_dashboard_and_alert_rules_name_only_metrics_the_service_exports(run: Ru
 
 
 def test_top_shows_queues_workers_throughput_and_cost_per_model(run: Run) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "inferq", "top", "--once"],
-        env={**run.service.env, "COLUMNS": "160"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    out = run.service.top_once().stdout
     for text in ("io.high", "io.normal", "local.low", "workers alive", "error rate"):
         assert text in out, out
     priced = served_by(run, "sim-priced")

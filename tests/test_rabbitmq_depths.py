@@ -4,8 +4,6 @@ alive for their whole module, would consume the messages this one counts)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,14 +25,7 @@ def test_metrics_and_top_read_queue_depths_from_rabbitmq(
                 submit(client, model="sim", prompt=f"wait {n}", priority="high")
             submit(client, model="sim", prompt="wait too", priority="low")
             scraped = client.get("/metrics").text
-        top = subprocess.run(
-            [sys.executable, "-m", "inferq", "top", "--once"],
-            env={**svc.env, "COLUMNS": "160"},
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
+        top = svc.top_once().stdout
     finally:
         svc.stop()
         purge_queues()

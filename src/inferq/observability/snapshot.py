@@ -16,6 +16,7 @@ from datetime import timedelta
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 from celery import Celery
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq import redis_keys
@@ -23,6 +24,7 @@ from inferq.config import PRIORITIES, Settings
 from inferq.db.tables import jobs
 from inferq.jobs.store import utcnow
 from inferq.queue import POOLS, queue_name
+from inferq.redis_clients import async_client
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,19 @@ async def queue_depths(
     settings: Settings, redis: aioredis.Redis, celery: Celery
 ) -> list[QueueDepth]:
     """Messages waiting in each queue of the broker, whichever it is."""
-    if settings.broker_is_redis():
+    if not settings.broker_is_redis():
+        return await asyncio.to_thread(_amqp_depths, celery)
+    if settings.resolved_broker_url == settings.resolved_redis_url:
         return await _redis_depths(redis)
-    return await asyncio.to_thread(_amqp_depths, celery)
+    # A broker Redis of its own: a short-lived client (a scrape is every few seconds).
+    broker = async_client(settings.resolved_broker_url, socket_connect_timeout=1)
+    try:
+        return await _redis_depths(broker)
+    except RedisError as exc:
+        log.warning("broker queue depths not read: %s", exc)
+        return []
+    finally:
+        await broker.aclose()
 
 
 async def _redis_depths(redis: aioredis.Redis) -> list[QueueDepth]:
