@@ -14,6 +14,7 @@ from collections.abc import Callable
 import redis
 
 from inferq import redis_keys
+from inferq.failure_log import FailureLog
 from inferq.jobs.claims import ClaimStore
 from inferq.jobs.schemas import Job
 
@@ -40,6 +41,7 @@ class Reaper:
         self.orphans = orphans
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="inferq-reaper", daemon=True)
+        self._failures = FailureLog(log, "reaper sweep")
 
     def start(self) -> None:
         self._thread.start()
@@ -87,5 +89,7 @@ class Reaper:
         while not self._stop.wait(self.interval):
             try:
                 self.sweep()
-            except Exception:
-                log.exception("reaper sweep failed")
+            except Exception as exc:
+                self._failures.failed(exc)
+            else:
+                self._failures.worked()

@@ -22,6 +22,7 @@ from inferq import redis_keys
 from inferq.batches import queries
 from inferq.batches.dispatch import send_advance
 from inferq.db.tables import batches
+from inferq.failure_log import FailureLog
 from inferq.jobs.store import utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class BatchSweeper:
         self.interval = interval_seconds
         self.redispatch = redispatch_seconds
         self._stop = threading.Event()
+        self._failures = FailureLog(log, "batch sweep")
         self._thread = threading.Thread(target=self._loop, name="inferq-batches", daemon=True)
 
     def start(self) -> None:
@@ -111,5 +113,7 @@ class BatchSweeper:
         while not self._stop.wait(self.interval):
             try:
                 self.sweep()
-            except Exception:
-                log.exception("batch sweep failed")
+            except Exception as exc:
+                self._failures.failed(exc)
+            else:
+                self._failures.worked()

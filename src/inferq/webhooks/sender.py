@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from inferq import __version__
 from inferq.config import Settings
+from inferq.failure_log import FailureLog
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
 from inferq.observability.metrics import WEBHOOK_DELIVERIES
@@ -63,6 +64,7 @@ class WebhookSender:
         self._parents = PendingParents()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="inferq-webhook")
         self._stop = threading.Event()
+        self._failures = FailureLog(log, "webhook sweep")
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="inferq-webhooks", daemon=True)
 
@@ -190,5 +192,7 @@ class WebhookSender:
                 return
             try:
                 self.sweep()
-            except Exception:
-                log.exception("webhook sweep failed")
+            except Exception as exc:
+                self._failures.failed(exc)
+            else:
+                self._failures.worked()
