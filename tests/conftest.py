@@ -92,6 +92,16 @@ def redis_dbs(redis_base: str) -> Iterator[RedisDatabases]:
         dbs.release()
 
 
+@pytest.fixture
+def redis_url(redis_dbs: RedisDatabases) -> Iterator[str]:
+    """An empty Redis database for one test, emptied and given back after it (a test
+    session has fifteen, shared by every test and the services they start)."""
+    url = redis_dbs.allocate()
+    yield url
+    with contextlib.suppress(redis.RedisError):
+        redis.Redis.from_url(url).flushdb()
+
+
 def postgres_url() -> str | None:
     return os.environ.get("INFERQ_TEST_DATABASE_URL") or None
 

@@ -8,14 +8,13 @@ import asyncio
 import redis.asyncio as aioredis
 
 from inferq.admission import Admission
-from tests.conftest import RedisDatabases
 
 
 def test_tokens_leave_the_window_and_zero_reservations_expire_cleanly(
-    redis_dbs: RedisDatabases,
+    redis_url: str,
 ) -> None:
     async def scenario() -> list[tuple[bool, int]]:
-        client = aioredis.Redis.from_url(redis_dbs.allocate())
+        client = aioredis.Redis.from_url(redis_url)
         admission = Admission(client, window_ms=300)
         seen = []
         for job, reserve in (("a", 60), ("b", 0), ("c", 40)):

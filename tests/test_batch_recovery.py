@@ -174,7 +174,7 @@ def test_final_step_that_died_halfway_is_done_again(bare: Service, engine: sa.En
 
 
 def test_jobs_whose_messages_were_lost_are_published_again(
-    bare: Service, engine: sa.Engine, redis_dbs: RedisDatabases
+    bare: Service, engine: sa.Engine, redis_url: str
 ) -> None:
     sdk = sdk_for(bare)
     custom_ids = [f"m-{i:02d}" for i in range(20)]
@@ -182,7 +182,7 @@ def test_jobs_whose_messages_were_lost_are_published_again(
     # Fan the batch out with messages sent to a broker no worker reads: the jobs are
     # queued in the database and their messages are gone, as when a worker took them
     # and was killed before it claimed them.
-    settings = Settings(redis_url=redis_dbs.allocate(), database_url=bare.database_url)
+    settings = Settings(redis_url=redis_url, database_url=bare.database_url)
     parser = LineParser(ModelRegistry.load(TESTS / "models.yaml"), settings)
     with engine.connect() as conn:
         row = conn.execute(queries.batch_by_id(batch.id)).one()

@@ -8,12 +8,11 @@ import pytest
 import redis
 
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
-from tests.conftest import RedisDatabases
 
 
 @pytest.fixture
-def breaker(redis_dbs: RedisDatabases) -> CircuitBreaker:
-    client = redis.Redis.from_url(redis_dbs.allocate())
+def breaker(redis_url: str) -> CircuitBreaker:
+    client = redis.Redis.from_url(redis_url)
     config = BreakerConfig(min_calls=10, failure_threshold=0.5, open_seconds=0.5)
     return CircuitBreaker(client, config)
 

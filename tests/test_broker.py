@@ -9,15 +9,15 @@ from kombu import Connection
 from kombu.message import Message
 
 from inferq.broker import TRANSPORT
-from tests.conftest import RedisDatabases, wait_for
+from tests.conftest import wait_for
 
 N = 400
 
 
 def test_records_and_acks_from_many_threads_add_up_and_a_close_restores_the_rest(
-    redis_dbs: RedisDatabases,
+    redis_url: str,
 ) -> None:
-    url = redis_dbs.allocate()
+    url = redis_url
     server = redis.Redis.from_url(url)
     with Connection(url, transport=TRANSPORT) as conn:
         queue = conn.SimpleQueue("batched")
@@ -52,9 +52,9 @@ def test_records_and_acks_from_many_threads_add_up_and_a_close_restores_the_rest
 
 
 def test_a_message_acked_before_its_record_went_out_is_never_recorded(
-    redis_dbs: RedisDatabases,
+    redis_url: str,
 ) -> None:
-    url = redis_dbs.allocate()
+    url = redis_url
     server = redis.Redis.from_url(url)
     with Connection(url, transport=TRANSPORT) as conn:
         queue = conn.SimpleQueue("quick")

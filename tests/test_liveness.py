@@ -7,7 +7,6 @@ from typing import Any
 import redis
 
 from inferq.liveness import Liveness, request_stops
-from tests.conftest import RedisDatabases
 
 
 class CountingClient:
@@ -31,8 +30,8 @@ def stop(client: redis.Redis, *job_ids: str) -> None:
     pipe.execute()
 
 
-def test_cancellations_are_seen_and_quiet_polls_read_no_flags(redis_dbs: RedisDatabases) -> None:
-    client = redis.Redis.from_url(redis_dbs.allocate())
+def test_cancellations_are_seen_and_quiet_polls_read_no_flags(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
     counting = CountingClient(client)
     liveness = Liveness(counting, "w-1", ttl_seconds=10, heartbeat_seconds=1)  # type: ignore[arg-type]
     signals = {f"job-{i}": liveness.track(f"job-{i}") for i in range(500)}

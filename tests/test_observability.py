@@ -186,9 +186,9 @@ def test_api_metrics_count_requests_rejections_and_read_the_queues(run: Run) -> 
 
 
 def test_queue_depths_are_read_from_a_broker_redis_apart_from_the_services(
-    tmp_path: Path, redis_dbs: RedisDatabases
+    tmp_path: Path, redis_dbs: RedisDatabases, redis_url: str
 ) -> None:
-    broker = redis_dbs.allocate()
+    broker = redis_url  # given back after the test; the service's, when it stops
     svc = Service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db.sqlite'}", broker)
     svc.start_api()  # no worker: what is submitted stays in the queues
     try:

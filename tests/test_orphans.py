@@ -16,16 +16,15 @@ from inferq.jobs.store import utcnow
 from inferq.orphans import OrphanSweep
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import make_celery, queue_name
-from tests.conftest import RedisDatabases
 
 TESTS = Path(__file__).parent
 
 
 def test_lost_jobs_are_published_again_only_in_pools_without_a_backlog(
-    database_url: str, redis_dbs: RedisDatabases
+    database_url: str, redis_url: str
 ) -> None:
     upgrade(database_url)
-    settings = Settings(redis_url=redis_dbs.allocate(), database_url=database_url)
+    settings = Settings(redis_url=redis_url, database_url=database_url)
     engine = sa.create_engine(sync_url(database_url))
     long_ago = utcnow() - timedelta(minutes=5)
     with engine.begin() as conn:

@@ -11,12 +11,11 @@ import redis.utils
 from inferq.config import Settings
 from inferq.queue import make_celery
 from inferq.redis_clients import async_client, driver_info, sync_client
-from tests.conftest import RedisDatabases
 
 
 @pytest.fixture
-def url(redis_dbs: RedisDatabases) -> str:
-    return redis_dbs.allocate()
+def url(redis_url: str) -> str:
+    return redis_url
 
 
 @pytest.fixture

@@ -35,9 +35,9 @@ def replay(client: redis.Redis, job_id: str) -> tuple[str, list[str]]:
 
 
 def test_deltas_lost_while_redis_is_away_are_repaired_before_the_end(
-    redis_dbs: RedisDatabases,
+    redis_url: str,
 ) -> None:
-    client = redis.Redis.from_url(redis_dbs.allocate())
+    client = redis.Redis.from_url(redis_url)
     away = unreachable()
     writer = StreamWriter(client, "job-1", ttl_seconds=60, maxlen=100, coalesce_seconds=0)
     writer.delta("one ")
@@ -76,8 +76,8 @@ def test_terminal_event_that_cannot_be_written_does_not_raise(redis_dbs: RedisDa
     writer.terminal(job)  # logged, not raised: the row is the record
 
 
-def test_deltas_close_together_are_sent_as_one_entry(redis_dbs: RedisDatabases) -> None:
-    client = redis.Redis.from_url(redis_dbs.allocate())
+def test_deltas_close_together_are_sent_as_one_entry(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
     writer = StreamWriter(client, "job-3", ttl_seconds=60, maxlen=100, coalesce_seconds=0.05)
     for word in ["a ", "b ", "c ", "d"]:
         writer.delta(word)  # the first goes at once; the rest wait for the next write

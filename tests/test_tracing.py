@@ -25,7 +25,7 @@ from inferq.observability import tracing
 from inferq.queue import pool_queues
 from inferq.webhooks import runtime as webhook_runtime
 from inferq.worker import FinishHook, JobRunner, build_breaker, build_context, register_task
-from tests.conftest import TESTS, RedisDatabases, wait_for
+from tests.conftest import TESTS, wait_for
 from tests.webhooks.receiver import Receiver
 
 
@@ -38,12 +38,12 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_dbs: RedisDatabases) -> Settings:
+def settings(tmp_path: Path, redis_url: str) -> Settings:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(url)
     return get_settings(
         data_dir=tmp_path,
-        redis_url=redis_dbs.allocate(),
+        redis_url=redis_url,
         database_url=url,
         models_file=TESTS / "observability_models.yaml",
         bootstrap_key="iq_trace_test_key",
