@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
-from kombu import Connection
+from kombu.connection import Connection
 
 from inferq.broker import TRANSPORT
 
@@ -25,7 +25,10 @@ TRANSPORTS = {"kombu": "redis", "inferq": TRANSPORT}
 def cpu_per_message(url: str, transport: str, count: int) -> float:
     """Microseconds of this process's CPU to receive and ack one message."""
     redis.Redis.from_url(url).flushdb()
-    with Connection(url, transport=transport) as conn, ThreadPoolExecutor(64) as acks:
+    with (
+        Connection(url, transport=transport) as conn,  # type: ignore[no-untyped-call]
+        ThreadPoolExecutor(64) as acks,
+    ):
         queue = conn.SimpleQueue("bench-acks")
         for i in range(count):
             queue.put({"i": i})
