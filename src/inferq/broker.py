@@ -34,6 +34,7 @@ import orjson
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+from inferq.failure_log import FailureLog
 from inferq.redis_clients import driver_info
 
 log = logging.getLogger(__name__)
@@ -109,15 +110,18 @@ class BatchedQoS(kombu_redis.QoS):
             self._write_batch()
 
     def _write_forever(self) -> None:
+        failures = FailureLog(log, "writing the broker's unacked records")
         while True:
             self._due.wait()
             self._due.clear()
             try:
                 self.flush()
             except Exception as exc:  # Redis away: the items wait for the next try
-                log.warning("broker: unacked records not written (%s); trying again", exc)
+                failures.failed(exc)
                 time.sleep(RETRY_SECONDS)
                 self._due.set()
+            else:
+                failures.worked()
 
     def _write_batch(self) -> None:
         with self._lock:
