@@ -91,7 +91,12 @@ async def metrics(services: ServicesDep) -> Response:
     registry.register(_Breakers(await all_states(services.redis)))
     registry.register(
         _Shared(
-            await snapshot.queue_depths(services.settings, services.redis, services.celery),
+            await snapshot.queue_depths(
+                services.settings,
+                services.redis,
+                services.celery,
+                broker=services.publisher.client if services.publisher else None,
+            ),
             await snapshot.live_jobs(services.engine),
             await snapshot.workers_alive(services.redis),
         )

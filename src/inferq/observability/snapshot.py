@@ -42,14 +42,18 @@ _QUEUES = [(pool, p) for pool in POOLS for p in PRIORITIES]
 
 
 async def queue_depths(
-    settings: Settings, redis: aioredis.Redis, celery: Celery
+    settings: Settings,
+    redis: aioredis.Redis,
+    celery: Celery,
+    broker: aioredis.Redis | None = None,
 ) -> list[QueueDepth]:
-    """Messages waiting in each queue of the broker, whichever it is."""
+    """Messages waiting in each queue of the broker, whichever it is. `broker` is a
+    client of a Redis broker (the API's publisher has one); without it, a broker Redis
+    apart from the service's is read through a short-lived client (`inferq top`)."""
     if not settings.broker_is_redis():
         return await asyncio.to_thread(_amqp_depths, celery)
-    if settings.resolved_broker_url == settings.resolved_redis_url:
-        return await _redis_depths(redis)
-    # A broker Redis of its own: a short-lived client (a scrape is every few seconds).
+    if broker is not None or settings.resolved_broker_url == settings.resolved_redis_url:
+        return await _redis_depths(broker or redis)
     broker = async_client(settings.resolved_broker_url, socket_connect_timeout=1)
     try:
         return await _redis_depths(broker)
