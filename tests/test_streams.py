@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import orjson
@@ -11,7 +12,7 @@ from redis.retry import Retry
 
 from inferq import redis_keys
 from inferq.jobs.schemas import Job, Output
-from inferq.streams import StreamWriter
+from inferq.streams import StreamSink, StreamWriter
 from tests.conftest import RedisDatabases, free_port
 
 
@@ -94,3 +95,63 @@ def test_deltas_close_together_are_sent_as_one_entry(redis_url: str) -> None:
     )
     writer.terminal(job)
     assert replay(client, "job-3") == ("a b c d", ["delta", "delta", "done"])
+
+
+def finished(job_id: str, text: str) -> Job:
+    return Job(
+        id=job_id,
+        status="succeeded",
+        model="sim",
+        priority="normal",
+        output=Output(text=text, finish_reason="stop"),
+        created_at=datetime.now(UTC),
+        attempts=1,
+        metadata={},
+    )
+
+
+def test_a_sink_writes_many_jobs_entries_in_order_before_each_terminal(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sink = StreamSink(client)
+
+    def job(n: int) -> None:
+        writer = StreamWriter(client, f"job-{n}", 60, 500, coalesce_seconds=0, sink=sink)
+        for i in range(40):
+            writer.delta(f"{i} ")
+            if i == 19:
+                writer.reset(2)  # the second attempt starts over
+        writer.terminal(finished(f"job-{n}", ""))
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    second = "".join(f"{i} " for i in range(20, 40))
+    for n in range(32):
+        text, events = replay(client, f"job-{n}")
+        assert text == second
+        assert events == ["delta"] * 20 + ["reset"] + ["delta"] * 20 + ["done"]
+        assert 0 < client.ttl(redis_keys.job_stream(f"job-{n}")) <= 60
+
+
+def test_a_sinks_failed_write_is_repaired_by_its_writers_terminal(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sink = StreamSink(unreachable())
+    writer = StreamWriter(client, "job-4", 60, 100, coalesce_seconds=0, sink=sink)
+    writer.delta("one ")  # the sink cannot write it
+    sink.wait(writer)
+    sink.client = client
+    writer.delta("two")  # held back: the repair carries it
+    writer.terminal(finished("job-4", "one two"))
+    assert replay(client, "job-4") == ("one two", ["reset", "delta", "done"])
+    # A reset handed over clears the gap: the next attempt's deltas go out as they come.
+    writer = StreamWriter(client, "job-5", 60, 100, coalesce_seconds=0, sink=sink)
+    sink.client = unreachable()
+    writer.delta("lost ")
+    sink.wait(writer)
+    sink.client = client
+    writer.reset(2)
+    writer.delta("kept")
+    writer.terminal(finished("job-5", "kept"))
+    assert replay(client, "job-5") == ("kept", ["reset", "delta", "done"])

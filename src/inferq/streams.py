@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.client import Pipeline
 
 from inferq import redis_keys
+from inferq.failure_log import FailureLog
 from inferq.jobs.schemas import Job
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,9 @@ class StreamWriter:
     A writer that is not `live` (nobody reads the job's text as it comes: a non-stream
     completion waits for the whole answer) writes the terminal event only; the job row
     and the terminal event carry the text.
+
+    With a `sink`, deltas and resets go out through the process's `StreamSink`; the
+    terminal event waits for them and is then written from the job's own thread.
     """
 
     def __init__(
@@ -84,9 +89,12 @@ class StreamWriter:
         maxlen: int,
         coalesce_seconds: float = 0.005,
         live: bool = True,
+        sink: StreamSink | None = None,
     ) -> None:
         self.client = client
         self.live = live
+        self.sink = sink
+        self.unwritten = 0  # entries handed to the sink and not yet written (or failed)
         self.key = redis_keys.job_stream(job_id)
         self.ttl = ttl_seconds
         self.maxlen = maxlen
@@ -98,8 +106,16 @@ class StreamWriter:
         self._gap = False
         self._attempt = 0
 
+    def _add(self, fields: dict[str, bytes], clears_gap: bool = False) -> None:
+        if self.sink is None:
+            self._add_now(fields)
+            if clears_gap:
+                self._gap = False
+            return
+        self.sink.put(self, fields, clears_gap)
+
     @_redis_retry
-    def _add(self, fields: dict[str, bytes]) -> None:
+    def _add_now(self, fields: dict[str, bytes]) -> None:
         if self._expiry_set:
             self.client.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
             return
@@ -136,8 +152,7 @@ class StreamWriter:
         if not self.live:
             return
         try:
-            self._add({"event": b"reset", "data": orjson.dumps({"attempt": attempt})})
-            self._gap = False
+            self._add({"event": b"reset", "data": orjson.dumps({"attempt": attempt})}, True)
         except redis.RedisError as exc:
             log.warning("stream %s: reset not written (%s)", self.key, exc)
             self._gap = True
@@ -150,6 +165,8 @@ class StreamWriter:
 
         Never raises: a reader who misses it reads the job row, which is final already.
         """
+        if self.sink is not None:
+            self.sink.wait(self)  # the job's entries first: readers stop at the terminal
         try:
             self._terminal(job, also)
         except redis.RedisError as exc:
@@ -173,6 +190,87 @@ class StreamWriter:
         if also is not None:
             also(pipe)
         pipe.execute()
+
+
+class StreamSink:
+    """One thread that writes the stream entries of every job of a worker process.
+
+    At a thousand jobs in flight, each job writing its own deltas cost a round trip per
+    entry: a pool checkout, a send and a thread woken on the reply, a fifth of an S2
+    worker's CPU. A job thread now hands its entry over and goes on; the sink's thread
+    sends whatever accumulated while its previous write was under way, in one pipeline.
+    At low load a batch is one entry and the handover adds a thread switch.
+
+    An entry that cannot be written marks its writer's gap, which the terminal event
+    repairs (see `StreamWriter`); a reset handed over clears the gap before any entry
+    after it, so a failed batch that held the reset still leaves the gap set.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._written = threading.Condition(self._lock)
+        self._queue: list[tuple[StreamWriter, dict[str, bytes], bool]] = []
+        self._due = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def put(self, writer: StreamWriter, fields: dict[str, bytes], clears_gap: bool) -> None:
+        with self._lock:
+            if clears_gap:
+                writer._gap = False
+            self._queue.append((writer, fields, not writer._expiry_set))
+            writer._expiry_set = True
+            writer.unwritten += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_forever, name="inferq-streams", daemon=True
+                )
+                self._thread.start()
+        self._due.set()
+
+    def wait(self, writer: StreamWriter) -> None:
+        """Until every entry `writer` handed over is written or has failed."""
+        with self._written:
+            while writer.unwritten:
+                self._written.wait()
+
+    def _write_forever(self) -> None:
+        failures = FailureLog(log, "writing job streams")
+        while True:
+            self._due.wait()
+            self._due.clear()
+            with self._lock:
+                batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                self._write(batch)
+            except Exception as exc:  # Redis away: each writer repairs its own gap
+                failures.failed(exc)
+                self._resolve(batch, failed=True)
+            else:
+                failures.worked()
+                self._resolve(batch, failed=False)
+
+    def _write(self, batch: list[tuple[StreamWriter, dict[str, bytes], bool]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for writer, fields, expire in batch:
+            pipe.xadd(writer.key, fields, maxlen=writer.maxlen, approximate=True)  # type: ignore[arg-type]
+            if expire:
+                pipe.expire(writer.key, writer.ttl)
+        pipe.execute()
+
+    def _resolve(
+        self, batch: list[tuple[StreamWriter, dict[str, bytes], bool]], failed: bool
+    ) -> None:
+        with self._written:
+            for writer, _fields, expire in batch:
+                writer.unwritten -= 1
+                if failed:
+                    writer._gap = True
+                    if expire:
+                        writer._expiry_set = False
+            self._written.notify_all()
 
 
 async def append_terminal(client: aioredis.Redis, job: Job, ttl_seconds: int) -> None:

@@ -48,7 +48,7 @@ from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
 from inferq.redis_clients import sync_client
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
-from inferq.streams import StreamWriter
+from inferq.streams import StreamSink, StreamWriter
 from inferq.thread_pool import PrestartedThreadPool
 from inferq.webhooks import runtime as webhook_runtime
 
@@ -110,6 +110,7 @@ class JobRunner:
         # makes taking over a claim whose answer was lost (`_claim`) safe.
         self._mine: set[str] = set()
         self._mine_lock = threading.Lock()
+        self.streams = StreamSink(ctx.redis)
 
     def run(self, job_id: str) -> None:
         with self._mine_lock:
@@ -174,6 +175,7 @@ class JobRunner:
             maxlen=self.ctx.settings.max_tokens_limit + 64,
             coalesce_seconds=self.ctx.settings.stream_flush_ms / 1000,
             live=bool(claimed.payload.get("stream", True)),
+            sink=self.streams,
         )
         if claimed.attempts > 1:
             writer.reset(claimed.attempts)
