@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import redis
 
 from inferq.config import Settings
 from inferq.queue import enqueue, make_celery
+from inferq.worker import Handler, JobRunner
 from tests.api.test_jobs import submit, wait_terminal
 from tests.conftest import RedisDatabases, Service, start_service, wait_for
 
@@ -141,20 +143,30 @@ def test_job_that_keeps_losing_its_worker_ends_failed(
     assert final["error"]["type"] == "worker_lost"
 
 
+@contextlib.contextmanager
+def runner_in_process(service: Service, handler: Handler) -> Iterator[JobRunner]:
+    """A job runner in the test's process (no Celery consumer): the test calls `run`."""
+    from inferq.liveness import Liveness
+    from inferq.worker import build_context
+
+    settings = Settings(
+        database_url=service.database_url,
+        redis_url=service.redis_url,
+        models_file=service.env["INFERQ_MODELS_FILE"],
+    )
+    ctx = build_context(settings, "io", 4)
+    try:
+        yield JobRunner(ctx, Liveness(ctx.redis, ctx.worker_id, 10, 1), {"generate": handler})
+    finally:
+        ctx.engine.dispose()
+
+
 def test_redis_failing_under_a_job_hands_it_back_to_the_queue(bare_service: Service) -> None:
     import redis
 
     from inferq.jobs.claims import Outcome
-    from inferq.liveness import Liveness
     from inferq.queue import pool_queues
-    from inferq.worker import JobRunner, build_context
 
-    settings = Settings(
-        database_url=bare_service.database_url,
-        redis_url=bare_service.redis_url,
-        models_file=bare_service.env["INFERQ_MODELS_FILE"],
-    )
-    ctx = build_context(settings, "io", 4)
     calls: list[str] = []
 
     def flaky(claimed, writer, stop):  # type: ignore[no-untyped-def]
@@ -163,9 +175,7 @@ def test_redis_failing_under_a_job_hands_it_back_to_the_queue(bare_service: Serv
             raise redis.ConnectionError("Connection closed by server.")
         return Outcome("succeeded", "fine", finish_reason="stop", served_model=claimed.model)
 
-    liveness = Liveness(ctx.redis, ctx.worker_id, 10, 1)
-    runner = JobRunner(ctx, liveness, {"generate": flaky})
-    with bare_service.client() as client:
+    with runner_in_process(bare_service, flaky) as runner, bare_service.client() as client:
         job = submit(client, model="sim", prompt="survives a Redis blip")
         queue = redis.Redis.from_url(bare_service.redis_url)
         assert sum(queue.llen(q) for q in pool_queues("io")) == 1
@@ -175,9 +185,40 @@ def test_redis_failing_under_a_job_hands_it_back_to_the_queue(bare_service: Serv
         assert sum(queue.llen(q) for q in pool_queues("io")) == 2  # published again
         runner.run(job["id"])
         final = client.get(f"/v1/jobs/{job['id']}").json()
-    ctx.engine.dispose()
     assert final["status"] == "succeeded" and final["output"]["text"] == "fine"
     assert final["attempts"] == 2 and calls == [job["id"], job["id"]]
+
+
+def test_a_hand_back_whose_answer_was_lost_still_publishes_the_job_again(
+    bare_service: Service,
+) -> None:
+    import redis
+    import sqlalchemy as sa
+
+    from inferq.queue import pool_queues
+
+    def flaky(claimed, writer, stop):  # type: ignore[no-untyped-def]
+        raise redis.ConnectionError("Connection closed by server.")
+
+    tries: list[str] = []
+    with runner_in_process(bare_service, flaky) as runner, bare_service.client() as client:
+        recover = runner.store.recover
+
+        def committed_then_lost(job_id: str, worker_id: str, max_claims: int):  # type: ignore[no-untyped-def]
+            job = recover(job_id, worker_id, max_claims)
+            tries.append(job.status if job else "none")
+            if len(tries) == 1:  # the update committed; its answer never came back
+                raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("connection reset"))
+            return job
+
+        runner.store.recover = committed_then_lost  # type: ignore[method-assign]
+        job = submit(client, model="sim", prompt="handed back twice")
+        queue = redis.Redis.from_url(bare_service.redis_url)
+        runner.run(job["id"])
+        requeued = client.get(f"/v1/jobs/{job['id']}").json()
+    assert tries == ["queued", "none"]  # the second try found it queued already
+    assert requeued["status"] == "queued"
+    assert sum(queue.llen(q) for q in pool_queues("io")) == 2  # published again at once
 
 
 def test_job_cancelled_in_the_queue_is_counted_and_logged_as_finished(

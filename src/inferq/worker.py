@@ -226,10 +226,15 @@ class JobRunner:
     def give_back(self, claimed: ClaimedJob, writer: StreamWriter) -> None:
         """running → queued and published again (or ended, out of attempts)."""
         worker, cap = self.ctx.worker_id, self.ctx.settings.max_attempts
-        job = self.until_reachable(
-            lambda _: self.store.recover(claimed.id, worker, cap),
-            f"job {claimed.id}: handing it back",
-        )
+
+        def once(try_number: int) -> Job | None:
+            job = self.store.recover(claimed.id, worker, cap)
+            if job is None and try_number > 1:
+                # An earlier try may have committed before its connection broke.
+                job = self.store.handed_back(claimed.id, worker)
+            return job
+
+        job = self.until_reachable(once, f"job {claimed.id}: handing it back")
         if job is None:
             return
         if job.status != "queued":

@@ -171,6 +171,21 @@ class ClaimStore:
             row = conn.execute(query).first()
         return Job.from_row(row) if row is not None else None
 
+    def handed_back(self, job_id: str, worker_id: str) -> Job | None:
+        """The job if it is queued, or if `worker_id` ended it: a `recover` that committed
+        although its answer was lost with the connection. A queued job is published again
+        whoever queued it: its claim lets one of the messages through."""
+        query = sa.select(jobs).where(
+            jobs.c.id == job_id,
+            sa.or_(
+                jobs.c.status == "queued",
+                sa.and_(jobs.c.status != "running", jobs.c.worker_id == worker_id),
+            ),
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return Job.from_row(row) if row is not None else None
+
     def finish(self, job_id: str, worker_id: str, outcome: Outcome) -> Job | None:
         """running → terminal, only for the worker that holds the claim."""
         values = {
