@@ -221,6 +221,47 @@ def test_a_hand_back_whose_answer_was_lost_still_publishes_the_job_again(
     assert sum(queue.llen(q) for q in pool_queues("io")) == 2  # published again at once
 
 
+def test_a_reaper_whose_recover_lost_its_answer_still_requeues_the_job(
+    bare_service: Service,
+) -> None:
+    import sqlalchemy as sa
+
+    from inferq.db.engine import create_sync
+    from inferq.jobs.claims import ClaimStore
+    from inferq.reaper import Reaper
+
+    engine = create_sync(bare_service.database_url)
+    store = ClaimStore(engine)
+    recover = store.recover
+    tries: list[str] = []
+
+    def committed_then_lost(job_id: str, worker_id: str, max_claims: int):  # type: ignore[no-untyped-def]
+        job = recover(job_id, worker_id, max_claims)
+        tries.append(job.status if job else "none")
+        if len(tries) == 1:  # the update committed; its answer never came back
+            raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("connection reset"))
+        return job
+
+    store.recover = committed_then_lost  # type: ignore[method-assign]
+    requeued: list[str] = []
+    reaper = Reaper(
+        store,
+        redis.Redis.from_url(bare_service.redis_url),
+        3,
+        1,
+        requeue=lambda job: requeued.append(job.status),
+        ended=lambda job: None,
+    )
+    with bare_service.client() as client:
+        job = submit(client, model="sim", prompt="its worker died")
+        assert store.claim(job["id"], "gone:1:dead") is not None  # no alive key: dead
+        assert reaper.sweep() == 1
+        now = client.get(f"/v1/jobs/{job['id']}").json()
+    engine.dispose()
+    assert tries == ["queued"]  # one update, read back after its answer was lost
+    assert requeued == ["queued"] and now["status"] == "queued"
+
+
 def test_job_cancelled_in_the_queue_is_counted_and_logged_as_finished(
     bare_service: Service,
 ) -> None:

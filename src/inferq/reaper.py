@@ -16,6 +16,7 @@ import redis
 from inferq import redis_keys
 from inferq.failure_log import FailureLog
 from inferq.jobs.claims import ClaimStore
+from inferq.jobs.outage import UNREACHABLE
 from inferq.jobs.schemas import Job
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Reaper:
             return 0
         moved = 0
         for job_id, worker_id in self.store.running(dead):
-            job = self.store.recover(job_id, worker_id, self.max_attempts)
+            job = self._recover(job_id, worker_id)
             if job is None:
                 continue
             moved += 1
@@ -84,6 +85,19 @@ class Reaper:
             else:
                 self.ended(job)
         return moved
+
+    def _recover(self, job_id: str, worker_id: str) -> Job | None:
+        try:
+            return self.store.recover(job_id, worker_id, self.max_attempts)
+        except UNREACHABLE:
+            # The update may have committed before its connection broke: a job left
+            # queued with no message, or ended with no terminal event, would not be seen
+            # running by the next pass. Read it back (this raises while the database is
+            # away, and the pass ends there as before).
+            job = self.store.handed_back(job_id, worker_id)
+            if job is None:
+                raise
+            return job
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
