@@ -12,6 +12,8 @@ import pytest
 import redis
 
 from inferq.config import Settings
+from inferq.jobs.claims import ClaimStore
+from inferq.jobs.schemas import Job
 from inferq.queue import enqueue, make_celery
 from inferq.worker import Handler, JobRunner
 from tests.api.test_jobs import submit, wait_terminal
@@ -189,11 +191,27 @@ def test_redis_failing_under_a_job_hands_it_back_to_the_queue(bare_service: Serv
     assert final["attempts"] == 2 and calls == [job["id"], job["id"]]
 
 
+def lose_first_recover_answer(store: ClaimStore, tries: list[str]) -> None:
+    """`store.recover`'s first update commits, then its answer is lost with the
+    connection; `tries` gets the status each call returned ("none" for None)."""
+    import sqlalchemy as sa
+
+    recover = store.recover
+
+    def committed_then_lost(job_id: str, worker_id: str, max_claims: int) -> Job | None:
+        job = recover(job_id, worker_id, max_claims)
+        tries.append(job.status if job else "none")
+        if len(tries) == 1:
+            raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("connection reset"))
+        return job
+
+    store.recover = committed_then_lost  # type: ignore[method-assign]
+
+
 def test_a_hand_back_whose_answer_was_lost_still_publishes_the_job_again(
     bare_service: Service,
 ) -> None:
     import redis
-    import sqlalchemy as sa
 
     from inferq.queue import pool_queues
 
@@ -202,16 +220,7 @@ def test_a_hand_back_whose_answer_was_lost_still_publishes_the_job_again(
 
     tries: list[str] = []
     with runner_in_process(bare_service, flaky) as runner, bare_service.client() as client:
-        recover = runner.store.recover
-
-        def committed_then_lost(job_id: str, worker_id: str, max_claims: int):  # type: ignore[no-untyped-def]
-            job = recover(job_id, worker_id, max_claims)
-            tries.append(job.status if job else "none")
-            if len(tries) == 1:  # the update committed; its answer never came back
-                raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("connection reset"))
-            return job
-
-        runner.store.recover = committed_then_lost  # type: ignore[method-assign]
+        lose_first_recover_answer(runner.store, tries)
         job = submit(client, model="sim", prompt="handed back twice")
         queue = redis.Redis.from_url(bare_service.redis_url)
         runner.run(job["id"])
@@ -224,25 +233,13 @@ def test_a_hand_back_whose_answer_was_lost_still_publishes_the_job_again(
 def test_a_reaper_whose_recover_lost_its_answer_still_requeues_the_job(
     bare_service: Service,
 ) -> None:
-    import sqlalchemy as sa
-
     from inferq.db.engine import create_sync
-    from inferq.jobs.claims import ClaimStore
     from inferq.reaper import Reaper
 
     engine = create_sync(bare_service.database_url)
     store = ClaimStore(engine)
-    recover = store.recover
     tries: list[str] = []
-
-    def committed_then_lost(job_id: str, worker_id: str, max_claims: int):  # type: ignore[no-untyped-def]
-        job = recover(job_id, worker_id, max_claims)
-        tries.append(job.status if job else "none")
-        if len(tries) == 1:  # the update committed; its answer never came back
-            raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("connection reset"))
-        return job
-
-    store.recover = committed_then_lost  # type: ignore[method-assign]
+    lose_first_recover_answer(store, tries)
     requeued: list[str] = []
     reaper = Reaper(
         store,
