@@ -135,26 +135,19 @@ class JobRunner:
 
     def _claim(self, job_id: str) -> ClaimedJob | None:
         worker = self.ctx.worker_id
-
-        def once(try_number: int) -> ClaimedJob | None:
-            claimed = self.store.claim(job_id, worker)
-            if claimed is None and try_number > 1:
-                # An earlier try may have committed before its connection broke.
-                claimed = self.store.held(job_id, worker)
-            return claimed
-
-        return self.until_reachable(once, f"job {job_id}: claiming it")
+        return self.until_reachable(
+            lambda: self.store.claim(job_id, worker),
+            lambda: self.store.held(job_id, worker),
+            f"job {job_id}: claiming it",
+        )
 
     def _save(self, job_id: str, outcome: Outcome) -> Job | None:
         worker = self.ctx.worker_id
-
-        def once(try_number: int) -> Job | None:
-            job = self.store.finish(job_id, worker, outcome)
-            if job is None and try_number > 1:
-                job = self.store.ended_by(job_id, worker)
-            return job
-
-        return self.until_reachable(once, f"job {job_id}: saving how it ended")
+        return self.until_reachable(
+            lambda: self.store.finish(job_id, worker, outcome),
+            lambda: self.store.ended_by(job_id, worker),
+            f"job {job_id}: saving how it ended",
+        )
 
     def _run(self, claimed: ClaimedJob, line: obs.JobTimeline) -> None:
         job_id = claimed.id
@@ -226,15 +219,11 @@ class JobRunner:
     def give_back(self, claimed: ClaimedJob, writer: StreamWriter) -> None:
         """running → queued and published again (or ended, out of attempts)."""
         worker, cap = self.ctx.worker_id, self.ctx.settings.max_attempts
-
-        def once(try_number: int) -> Job | None:
-            job = self.store.recover(claimed.id, worker, cap)
-            if job is None and try_number > 1:
-                # An earlier try may have committed before its connection broke.
-                job = self.store.handed_back(claimed.id, worker)
-            return job
-
-        job = self.until_reachable(once, f"job {claimed.id}: handing it back")
+        job = self.until_reachable(
+            lambda: self.store.recover(claimed.id, worker, cap),
+            lambda: self.store.handed_back(claimed.id, worker),
+            f"job {claimed.id}: handing it back",
+        )
         if job is None:
             return
         if job.status != "queued":

@@ -32,8 +32,20 @@ class UntilReachable:
         self.stopping = stopping
         self.max_pause = max_pause_seconds
 
-    def __call__(self, call: Callable[[int], T], what: str) -> T:
-        """`call(try_number)`, again while it fails for want of the database."""
+    def __call__(
+        self, change: Callable[[], T | None], read_back: Callable[[], T | None], what: str
+    ) -> T | None:
+        """`change()`, a conditional write that returns None when it did not apply, again
+        while it fails for want of the database. A retry that finds nothing to change
+        calls `read_back()`: an earlier try may have committed before its connection
+        broke, and the caller takes that over."""
+
+        def once(try_number: int) -> T | None:
+            result = change()
+            if result is None and try_number > 1:
+                result = read_back()
+            return result
+
         retrying = Retrying(
             retry=retry_if_exception(self._worth_waiting),
             # Jitter: a thousand threads must not all come back in the same millisecond.
@@ -44,7 +56,7 @@ class UntilReachable:
         )
         for attempt in retrying:
             with attempt:
-                return call(attempt.retry_state.attempt_number)
+                return once(attempt.retry_state.attempt_number)
         raise AssertionError("unreachable: Retrying returns or raises")  # pragma: no cover
 
     def _pause(self, seconds: float) -> None:
