@@ -1,4 +1,9 @@
-"""A TCP forwarder a test can cut and restore: a database that goes away and comes back."""
+"""A TCP forwarder a test can cut and restore: a database that goes away and comes back.
+
+`silence` is the other way a server goes away: the connections open at that moment stop
+carrying anything, with no reset (a failover behind a NAT that dropped their state),
+while new ones are forwarded as before.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ class TcpProxy:
         self.port = 0
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
+        self._silenced: set[socket.socket] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -39,6 +45,11 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def silence(self) -> None:
+        """The connections open now get no more bytes either way, and no reset."""
+        with self._lock:
+            self._silenced.update(self._sockets)
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -54,12 +65,15 @@ class TcpProxy:
             with self._lock:
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if source in self._silenced:
+                    continue  # swallowed: the peer hears nothing, not even a close
+                sink.sendall(data)
+        if source in self._silenced:
+            return
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -229,3 +230,53 @@ def test_top_answers_without_queue_depths_while_the_amqp_broker_is_down(
     assert "io.high" not in top.stdout  # no depths rather than made-up zeros
     assert "broker queue depths not read" in top.stderr + top.stdout
     assert elapsed < 15, elapsed
+
+
+def test_a_worker_whose_redis_connections_go_silent_still_ends_the_jobs_stream(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    from urllib.parse import urlsplit
+
+    from inferq import redis_keys
+
+    redis_url = redis_dbs.allocate()
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    proxy.start()
+    svc = Service(tmp_path, redis_url, f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None)
+    try:
+        svc.start_api()  # on Redis directly, as is the worker's broker
+        svc.env["INFERQ_BROKER_URL"] = redis_url
+        svc.env["INFERQ_REDIS_URL"] = parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+        svc.start_worker("io", 4)
+        direct = redis.Redis.from_url(redis_url)
+        with svc.client() as client:
+            job = submit(client, model="sim-slow", prompt="through a silent connection")
+            key = redis_keys.job_stream(job["id"])
+            wait_for(lambda: direct.xlen(key) >= 3, timeout=30)
+            # The worker's Redis connections stop answering, with no reset: its stream
+            # writes hang until the socket times out, and new connections work.
+            proxy.silence()
+            wait_for(lambda: direct.xrevrange(key, count=1)[0][1][b"event"] == b"done", 40)
+            final = client.get(f"/v1/jobs/{job['id']}").json()
+            after = submit(client, model="sim", prompt="after the silence")
+            wait_for(
+                lambda: client.get(f"/v1/jobs/{after['id']}").json()["status"] == "succeeded",
+                timeout=30,
+            )
+        entries = direct.xrange(key)
+    finally:
+        svc.stop()
+        proxy.cut()
+    assert final["status"] == "succeeded" and final["attempts"] == 1, final
+    events = [fields[b"event"] for _, fields in entries]
+    # The deltas lost to the silence are repaired before the end: a reset, then the whole.
+    last_reset = max(i for i, event in enumerate(events) if event == b"reset")
+    text = "".join(
+        json.loads(fields[b"data"])["text"]
+        for _, fields in entries[last_reset + 1 :]
+        if fields[b"event"] == b"delta"
+    )
+    assert text == final["output"]["text"]
+    assert len(text.split()) == 60
+    assert len(completions(svc)) == 1  # the worker was not taken for dead and run it again

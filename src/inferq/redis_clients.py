@@ -26,5 +26,21 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, driver_info=driver_info(), **kwargs)
 
 
+def worker_client(url: str, max_connections: int, timeout: float) -> redis.Redis:
+    """A worker's client, with its timeouts explicit (redis-py before 8 has none).
+
+    A connection that goes silent (Redis failed over behind a NAT that dropped its state:
+    no reply, no reset) then errors after `timeout` and is replaced. Without it, the
+    stream sink's thread, and every job's terminal event behind it, would wait on that
+    socket for as long as TCP keeps it. No worker command blocks on purpose.
+    """
+    return sync_client(
+        url,
+        max_connections=max_connections,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
 def async_client(url: str, **kwargs: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, driver_info=driver_info(), **kwargs)

@@ -45,15 +45,15 @@ def terminal_entry(job: Job) -> dict[str, bytes]:
 
 def _redis_retry(write: Callable[P, None]) -> Callable[P, None]:
     """Try a write up to four times over about a second and a half when Redis drops the
-    connection (redis-py already retried it on a fresh one). A plain loop: tenacity's
-    per-call bookkeeping showed in profiles at one call per delta."""
+    connection or it went silent (a timed-out connection is replaced). A plain loop:
+    tenacity's per-call bookkeeping showed in profiles at one call per delta."""
 
     @functools.wraps(write)
     def retried(*args: P.args, **kwargs: P.kwargs) -> None:
         for pause in (0.2, 0.4, 0.8):
             try:
                 return write(*args, **kwargs)
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
                 time.sleep(pause)
         return write(*args, **kwargs)
 

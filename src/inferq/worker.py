@@ -46,7 +46,7 @@ from inferq.orphans import OrphanSweep
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
-from inferq.redis_clients import sync_client
+from inferq.redis_clients import worker_client
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
 from inferq.streams import StreamSink, StreamWriter
 from inferq.thread_pool import PrestartedThreadPool
@@ -273,7 +273,7 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
             # few dozen connections serve a thousand jobs in flight.
             pool_size=min(concurrency + 4, settings.database_pool_size),
         ),
-        redis=sync_client(settings.resolved_redis_url, max_connections=connections),
+        redis=worker_client(settings.resolved_redis_url, connections, timeout=5.0),
         registry=ModelRegistry.load(settings.models_file),
         celery=make_celery(settings, pool_connections=connections),
     )
@@ -315,7 +315,10 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     # The heartbeat and the reaper get their own connections: behind the jobs' pool (one
     # lock for a thousand threads, and connections made under it while the pool grows)
     # a heartbeat waited past the worker's TTL and the reaper took its live jobs away.
-    control = sync_client(settings.resolved_redis_url, max_connections=8)
+    # Its timeout well inside the worker's TTL: a beat stuck on a silent connection fails
+    # and goes out on a new one before the reaper takes this worker for dead.
+    silent = max(settings.worker_ttl_seconds / 3, 0.5)
+    control = worker_client(settings.resolved_redis_url, 8, timeout=silent)
     liveness = Liveness(
         control, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
     )
