@@ -75,3 +75,71 @@ def redis_payload(raw: bytes) -> int:
 
     body = json.loads(raw)["body"]
     return int(json.loads(base64.b64decode(body))["i"])
+
+
+def test_one_wake_up_takes_what_the_prefetch_allows_in_priority_order(redis_url: str) -> None:
+    from kombu import Consumer, Exchange, Queue
+
+    names = ["io.high", "io.default", "io.low"]
+    queues = [Queue(name, Exchange(name, "direct"), routing_key=name) for name in names]
+    received: list[tuple[str, int]] = []
+    with Connection(
+        redis_url, transport=TRANSPORT, transport_options={"queue_order_strategy": "priority"}
+    ) as conn:
+        producer = conn.Producer()
+        for name, queue in reversed(list(zip(names, queues, strict=True))):
+            for i in range(10):
+                producer.publish(
+                    {"q": name, "i": i}, exchange=queue.exchange, routing_key=name, declare=[queue]
+                )
+        held: list[Message] = []
+
+        def take(body: dict[str, object], message: Message) -> None:
+            received.append((str(body["q"]), int(body["i"])))  # type: ignore[call-overload]
+            held.append(message)
+
+        with Consumer(conn, queues, callbacks=[take], prefetch_count=12):
+            batches = []
+            while len(received) < 30:
+                before = len(received)
+                conn.drain_events(timeout=5)  # one wake-up of the consumer
+                batches.append(len(received) - before)
+                for message in held:
+                    message.ack()
+                held.clear()
+    # BRPOP's message and as many more as the prefetch leaves room for, not one per wake-up.
+    assert batches == [12, 12, 6], batches
+    assert received == [(name, i) for name in names for i in range(10)]
+    assert redis.Redis.from_url(redis_url).hlen("unacked") == 0
+
+
+def test_messages_taken_in_a_wake_up_but_not_handed_over_go_back_in_order(
+    redis_url: str,
+) -> None:
+    server = redis.Redis.from_url(redis_url)
+    seen: list[int] = []
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        queue = conn.SimpleQueue("drained")
+        for i in range(10):
+            queue.put({"i": i})
+
+        def take(body: dict[str, int], message: Message) -> None:
+            seen.append(body["i"])
+            if body["i"] == 2:
+                raise RuntimeError("the consumer failed")
+
+        with conn.Consumer(queue.queue, callbacks=[take], prefetch_count=8):
+            try:
+                conn.drain_events(timeout=5)
+            except RuntimeError:
+                pass
+            else:
+                raise AssertionError("the callback's error was swallowed")
+            assert seen == [0, 1, 2]
+            # 3..7 were taken with them and not handed over: back, first out first.
+            left = [redis_payload(raw) for raw in reversed(server.lrange("drained", 0, -1))]
+            assert left == list(range(3, 10))
+        queue.close()
+    # Closing restores the three delivered ones from their records: none lost.
+    everything = sorted(redis_payload(raw) for raw in server.lrange("drained", 0, -1))
+    assert everything == list(range(10))
