@@ -179,7 +179,6 @@ class RedisChannel(kombu_redis.Channel):
     QoS = BatchedQoS
     _shared_client: Any = None
     _drain: Any = None  # the registered script; False once Redis refused it
-
     _backlog = False  # the last drain found messages waiting
 
     def _brpop_read(self, **options: Any) -> bool:
