@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -169,3 +171,25 @@ def test_explicit_api_key_wins_over_the_environment() -> None:
     environ = {"MY_KEY": "sk-file", "OPENAI_API_KEY": "sk-env"}
     registry = ModelRegistry.parse(text, "inline", environ=environ)
     assert registry.provider("gpt").params["api_key"] == "sk-file"
+
+
+def test_an_sdk_is_imported_only_when_a_model_of_its_provider_is_built() -> None:
+    """The API and workers that serve other providers start without the hosted SDKs
+    (about 1.8 s of imports); building an OpenAI model brings its SDK in."""
+    sdks = ("openai", "anthropic", "langchain_openai", "langchain_anthropic", "torch")
+    script = f"""
+import sys
+import inferq.app, inferq.worker
+from inferq.providers.registry import ModelRegistry
+ModelRegistry.load()
+print(",".join(m for m in {sdks!r} if m in sys.modules))
+from inferq.providers.openai import OpenAIProvider
+OpenAIProvider(name="x", params={{"model": "m", "base_url": "http://127.0.0.1:9"}}).model
+print(",".join(m for m in {sdks!r} if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, after = done.stdout.splitlines()
+    assert before == ""
+    assert after.split(",") == ["openai", "langchain_openai"]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import anthropic
-from langchain_anthropic import ChatAnthropic
 from pydantic import SecretStr
 
 from inferq.errors import (
@@ -18,6 +16,10 @@ from inferq.errors import (
 )
 from inferq.providers.base import ChatModelProvider, retry_after_seconds
 from inferq.providers.request import GenerationRequest
+
+# The SDKs are imported on first use (see openai.py).
+if TYPE_CHECKING:
+    from langchain_anthropic import ChatAnthropic
 
 # Anthropic's error types (the body's `error.type`) that say "try again later". They
 # also arrive inside a 200 event stream, where the status code says nothing.
@@ -34,6 +36,8 @@ class AnthropicProvider(ChatModelProvider):
     required_params: ClassVar[tuple[str, ...]] = ("model",)
 
     def build_chat_model(self) -> ChatAnthropic:
+        from langchain_anthropic import ChatAnthropic
+
         return ChatAnthropic(
             model=self.params["model"],
             api_key=SecretStr(self.require_api_key()),
@@ -56,6 +60,8 @@ class AnthropicProvider(ChatModelProvider):
 
 def map_anthropic_error(exc: Exception) -> ProviderError:
     """The ProviderError for an exception of the `anthropic` SDK."""
+    import anthropic
+
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderTimeout(detail)

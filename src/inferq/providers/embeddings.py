@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from langchain_core.embeddings import Embeddings
-from langchain_openai import OpenAIEmbeddings
 from pydantic import SecretStr
 
 from inferq.errors import ProviderError
 from inferq.providers.openai import map_openai_error
 
+# The libraries behind each provider are imported on first use (see openai.py).
 if TYPE_CHECKING:
+    from langchain_openai import OpenAIEmbeddings
     from sentence_transformers import SentenceTransformer
 
 
@@ -177,7 +178,7 @@ class SentenceTransformersProvider(EmbeddingProvider[SentenceTransformerEmbeddin
 
 
 @dataclass
-class OpenAIEmbeddingProvider(EmbeddingProvider[OpenAIEmbeddings]):
+class OpenAIEmbeddingProvider(EmbeddingProvider["OpenAIEmbeddings"]):
     """OpenAI's embeddings, or an OpenAI-compatible server's. Params: `model`, `base_url`,
     `api_key` (resolved by the registry, from `api_key_env` by default), `timeout_seconds`
     (60)."""
@@ -186,6 +187,8 @@ class OpenAIEmbeddingProvider(EmbeddingProvider[OpenAIEmbeddings]):
     required_params: ClassVar[tuple[str, ...]] = ("model",)
 
     def build_embeddings(self) -> OpenAIEmbeddings:
+        from langchain_openai import OpenAIEmbeddings
+
         return OpenAIEmbeddings(
             model=self.params["model"],
             openai_api_base=self.params.get("base_url"),

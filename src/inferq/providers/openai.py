@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import openai
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from inferq.errors import (
@@ -18,6 +16,11 @@ from inferq.errors import (
 )
 from inferq.providers.base import ChatModelProvider, http_timeout, retry_after_seconds
 from inferq.providers.request import GenerationRequest
+
+# The SDKs are imported on first use: they take about a second to import, and the API,
+# the CLI and workers that serve other providers never need them.
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 
 @dataclass
@@ -36,6 +39,8 @@ class OpenAIProvider(ChatModelProvider):
     required_params: ClassVar[tuple[str, ...]] = ("model",)
 
     def build_chat_model(self) -> ChatOpenAI:
+        from langchain_openai import ChatOpenAI
+
         return ChatOpenAI(
             model=self.params["model"],
             base_url=self.params.get("base_url"),
@@ -69,6 +74,8 @@ class OpenAIProvider(ChatModelProvider):
 
 def map_openai_error(exc: Exception) -> ProviderError:
     """The ProviderError for an exception of the `openai` SDK."""
+    import openai
+
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(detail)
