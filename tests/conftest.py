@@ -21,6 +21,8 @@ from inferq.embedded_redis import EmbeddedRedis
 
 TESTS = Path(__file__).resolve().parent
 LOCAL_REDIS = "redis://127.0.0.1:6379"
+# How long a service under test trusts a key lookup (the default is 5 s).
+KEY_CACHE_SECONDS = 1.0
 
 
 def free_port() -> int:
@@ -167,6 +169,7 @@ class Service:
             "INFERQ_REAPER_INTERVAL_SECONDS": "1",
             "INFERQ_LOG_LEVEL": "INFO",
             "INFERQ_SSE_PING_SECONDS": "1",
+            "INFERQ_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS),
         }
         if broker_url:
             self.env["INFERQ_BROKER_URL"] = broker_url

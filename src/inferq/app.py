@@ -71,7 +71,7 @@ class Services:
             publisher=_publisher(settings, redis),
             registry=ModelRegistry.load(settings.models_file),
             jobs=jobs,
-            keys=KeyStore(engine),
+            keys=KeyStore(engine, cache_seconds=settings.key_cache_seconds),
             admission=Admission(redis),
             queue_depth=QueueDepth(jobs.count_queued),
             idempotency=Idempotency(redis, pending_seconds=int(settings.sync_wait_seconds) + 60),

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     default_tpm_limit: int | None = None
     default_max_active_jobs: int | None = None
     max_queued_jobs: int | None = 100_000
+    # How long the API trusts a key lookup: a revocation or a change of a key's limits
+    # takes effect within this many seconds.
+    key_cache_seconds: float = Field(default=5.0, gt=0)
 
     # Circuit breaker per provider endpoint, shared through Redis.
     breaker_failure_threshold: float = 0.5

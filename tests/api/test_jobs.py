@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Service, wait_for
+from tests.conftest import KEY_CACHE_SECONDS, Service, wait_for
 
 
 def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def test_revoked_key_is_refused(service: Service) -> None:
         check=True,
         capture_output=True,
     )
-    time.sleep(5.5)  # the API caches key lookups for 5 s
+    time.sleep(KEY_CACHE_SECONDS + 0.5)  # the API caches key lookups
     with service.client(key) as client:
         assert client.get("/v1/jobs").status_code == 401
 
