@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from tests.api.test_events import read_events, text_of
 from tests.api.test_jobs import submit, wait_terminal
-from tests.conftest import RedisDatabases, Service, reachable, start_service
+from tests.conftest import RedisDatabases, Service, reachable, start_service, wait_for
 
 pytestmark = [
     pytest.mark.rabbitmq,
@@ -69,3 +71,16 @@ def test_cancel_running_job_through_rabbitmq(rabbit_service: Service) -> None:
         assert client.delete(f"/v1/jobs/{job['id']}").status_code == 202
         final = wait_terminal(client, job["id"], timeout=15)
     assert final["status"] == "cancelled"
+
+
+def test_an_idle_worker_stops_within_seconds_of_sigterm(rabbit_service: Service) -> None:
+    """With no message coming, AMQP never wakes the worker's event loop, which reads the
+    stop flag only when it wakes: kombu sleeps up to 10 s between timers."""
+    worker = rabbit_service.start_worker("io", 4)
+    log = rabbit_service.root / f"worker-io-{len(rabbit_service.workers) - 1}.log"
+    wait_for(lambda: "ready." in log.read_text(), timeout=30)
+    time.sleep(1.5)  # past the start's own timers
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - started < 3.0
