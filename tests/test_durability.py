@@ -280,3 +280,55 @@ def test_a_worker_whose_redis_connections_go_silent_still_ends_the_jobs_stream(
     assert text == final["output"]["text"]
     assert len(text.split()) == 60
     assert len(completions(svc)) == 1  # the worker was not taken for dead and run it again
+
+
+def test_a_stream_whose_worker_loses_redis_near_the_end_still_carries_the_whole_answer(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    """The worker saves the row, then writes its last stream entries: a worker cut off
+    from Redis never writes them, and the reader finishes from the row. Before, such a
+    stream ended with `[DONE]` after the text it had, a truncated answer that looked whole."""
+    from urllib.parse import urlsplit
+
+    from inferq import redis_keys
+
+    redis_url = redis_dbs.allocate()
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    proxy.start()
+    svc = Service(tmp_path, redis_url, f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None)
+    body = {"model": "sim-slow", "messages": [{"role": "user", "content": "cut"}], "stream": True}
+    text, lines, cut = "", [], False
+    try:
+        svc.start_api()
+        svc.env["INFERQ_BROKER_URL"] = redis_url
+        svc.env["INFERQ_REDIS_URL"] = parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+        svc.start_worker("io", 4)
+        with (
+            svc.client() as client,
+            client.stream("POST", "/v1/chat/completions", json=body, timeout=30) as response,
+        ):
+            job_id = response.headers["x-inferq-job-id"]
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                lines.append(line)
+                if line != "data: [DONE]":
+                    choices = json.loads(line.removeprefix("data: "))["choices"]
+                    text += (choices[0]["delta"].get("content") or "") if choices else ""
+                if len(text.split()) >= 45 and not cut:
+                    proxy.cut()  # 15 of 60 tokens to go: they never reach the stream
+                    cut = True
+            final = client.get(f"/v1/jobs/{job_id}").json()
+        entries = redis.Redis.from_url(redis_url).xrange(redis_keys.job_stream(job_id))
+    finally:
+        svc.stop()
+        proxy.cut()
+    assert final["status"] == "succeeded" and final["attempts"] == 1, final
+    streamed = "".join(
+        json.loads(fields[b"data"])["text"] for _, fields in entries if fields[b"event"] == b"delta"
+    )
+    assert len(streamed.split()) < 60  # the stream itself lacks the end of the answer
+    assert all(fields[b"event"] != b"done" for _, fields in entries)
+    assert lines[-1] == "data: [DONE]"
+    assert text == final["output"]["text"] and len(text.split()) == 60

@@ -114,10 +114,13 @@ async def _chunks(
 
     A failure, a cancellation, or a restart of the job after text was already sent ends
     the stream with an error object instead, so it never looks like a clean completion.
+    A success always carries the whole text: what the stream's deltas did not deliver
+    (the worker saves the row before its last entries reach the stream, and a worker cut
+    off from Redis never writes them) comes from the job before the finish.
     """
     piece: Callable[..., dict[str, Any]] = format.chat_chunk if chat else format.text_chunk
     finished = False
-    sent_text = False
+    sent = 0  # characters of text delivered
     try:
         if chat:
             yield format.chat_chunk(job, role=True, content="")
@@ -129,7 +132,7 @@ async def _chunks(
                 if row is not None and row.status in TERMINAL_STATUSES:
                     events = await read_after(services.redis, job.id, cursor, block_ms=200)
                     if not events:  # the terminal event never reached the stream
-                        async for chunk in _ending(row, piece, include_usage, chat):
+                        async for chunk in _ending(row, piece, include_usage, chat, sent):
                             yield chunk
                         finished = True
                         return
@@ -138,9 +141,9 @@ async def _chunks(
                 cursor = event.id
                 if event.event == "delta":
                     text = orjson.loads(event.data)["text"]
-                    sent_text = True
+                    sent += len(text)
                     yield piece(job, content=text) if chat else piece(job, text=text)
-                elif event.event == "reset" and sent_text:
+                elif event.event == "reset" and sent:
                     finished = True
                     yield format.error_body(
                         "the job restarted after a worker failure; the partial output above is "
@@ -152,7 +155,7 @@ async def _chunks(
                     return
                 elif event.event in TERMINAL_EVENTS:
                     final = Job.model_validate_json(event.data)
-                    async for chunk in _ending(final, piece, include_usage, chat):
+                    async for chunk in _ending(final, piece, include_usage, chat, sent):
                         yield chunk
                     finished = True
                     return
@@ -162,7 +165,7 @@ async def _chunks(
 
 
 async def _ending(
-    final: Job, piece: Callable[..., dict[str, Any]], include_usage: bool, chat: bool
+    final: Job, piece: Callable[..., dict[str, Any]], include_usage: bool, chat: bool, sent: int
 ) -> AsyncIterator[dict[str, Any] | str]:
     if final.status != "succeeded":
         if final.status == "cancelled":
@@ -172,6 +175,9 @@ async def _ending(
         else:
             yield format.job_error(final)
         return
+    rest = final.output.text[sent:] if final.output else ""
+    if rest:
+        yield piece(final, content=rest) if chat else piece(final, text=rest)
     yield piece(final, finish=format.finish_reason(final))
     if include_usage:
         yield piece(final, empty=True, with_usage=format.usage(final))
