@@ -101,6 +101,9 @@ async def _read_stream(
                 finished = True
     if not finished:
         sample.error = "stream ended without [DONE]"
+    elif sample.first_token is None:
+        # An answer with no text has no time to its first token: a failure, not a sample.
+        sample.error = "stream had no text"
 
 
 async def call(
