@@ -232,12 +232,13 @@ def test_top_answers_without_queue_depths_while_the_amqp_broker_is_down(
     assert elapsed < 15, elapsed
 
 
-def test_a_worker_whose_redis_connections_go_silent_still_ends_the_jobs_stream(
+@contextlib.contextmanager
+def _worker_redis_behind_proxy(
     tmp_path: Path, redis_dbs: RedisDatabases
-) -> None:
+) -> Iterator[tuple[Service, TcpProxy, redis.Redis]]:
+    """A service whose worker reaches Redis for its streams through a proxy the test can
+    cut or silence; the API and the worker's broker use Redis directly."""
     from urllib.parse import urlsplit
-
-    from inferq import redis_keys
 
     redis_url = redis_dbs.allocate()
     parts = urlsplit(redis_url)
@@ -245,29 +246,40 @@ def test_a_worker_whose_redis_connections_go_silent_still_ends_the_jobs_stream(
     proxy.start()
     svc = Service(tmp_path, redis_url, f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None)
     try:
-        svc.start_api()  # on Redis directly, as is the worker's broker
+        svc.start_api()
         svc.env["INFERQ_BROKER_URL"] = redis_url
         svc.env["INFERQ_REDIS_URL"] = parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
         svc.start_worker("io", 4)
-        direct = redis.Redis.from_url(redis_url)
-        with svc.client() as client:
-            job = submit(client, model="sim-slow", prompt="through a silent connection")
-            key = redis_keys.job_stream(job["id"])
-            wait_for(lambda: direct.xlen(key) >= 3, timeout=30)
-            # The worker's Redis connections stop answering, with no reset: its stream
-            # writes hang until the socket times out, and new connections work.
-            proxy.silence()
-            wait_for(lambda: direct.xrevrange(key, count=1)[0][1][b"event"] == b"done", 40)
-            final = client.get(f"/v1/jobs/{job['id']}").json()
-            after = submit(client, model="sim", prompt="after the silence")
-            wait_for(
-                lambda: client.get(f"/v1/jobs/{after['id']}").json()["status"] == "succeeded",
-                timeout=30,
-            )
-        entries = direct.xrange(key)
+        yield svc, proxy, redis.Redis.from_url(redis_url)
     finally:
         svc.stop()
         proxy.cut()
+
+
+def test_a_worker_whose_redis_connections_go_silent_still_ends_the_jobs_stream(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    from inferq import redis_keys
+
+    with (
+        _worker_redis_behind_proxy(tmp_path, redis_dbs) as (svc, proxy, direct),
+        svc.client() as client,
+    ):
+        job = submit(client, model="sim-slow", prompt="through a silent connection")
+        key = redis_keys.job_stream(job["id"])
+        wait_for(lambda: direct.xlen(key) >= 3, timeout=30)
+        # The worker's Redis connections stop answering, with no reset: its stream
+        # writes hang until the socket times out, and new connections work.
+        proxy.silence()
+        wait_for(lambda: direct.xrevrange(key, count=1)[0][1][b"event"] == b"done", 40)
+        final = client.get(f"/v1/jobs/{job['id']}").json()
+        after = submit(client, model="sim", prompt="after the silence")
+        wait_for(
+            lambda: client.get(f"/v1/jobs/{after['id']}").json()["status"] == "succeeded",
+            timeout=30,
+        )
+        entries = direct.xrange(key)
+        record = completions(svc)
     assert final["status"] == "succeeded" and final["attempts"] == 1, final
     events = [fields[b"event"] for _, fields in entries]
     # The deltas lost to the silence are repaired before the end: a reset, then the whole.
@@ -279,35 +291,36 @@ def test_a_worker_whose_redis_connections_go_silent_still_ends_the_jobs_stream(
     )
     assert text == final["output"]["text"]
     assert len(text.split()) == 60
-    assert len(completions(svc)) == 1  # the worker was not taken for dead and run it again
+    assert len(record) == 1  # the worker was not taken for dead and run it again
 
 
-def test_a_stream_whose_worker_loses_redis_near_the_end_still_carries_the_whole_answer(
-    tmp_path: Path, redis_dbs: RedisDatabases
-) -> None:
-    """The worker saves the row, then writes its last stream entries: a worker cut off
-    from Redis never writes them, and the reader finishes from the row. Before, such a
-    stream ended with `[DONE]` after the text it had, a truncated answer that looked whole."""
-    from urllib.parse import urlsplit
-
+def _stream_lacks_its_end(direct: redis.Redis, job_id: str) -> bool:
+    """What the worker wrote stops short of the answer, and has no terminal event."""
     from inferq import redis_keys
 
-    redis_url = redis_dbs.allocate()
-    parts = urlsplit(redis_url)
-    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
-    proxy.start()
-    svc = Service(tmp_path, redis_url, f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None)
+    entries = direct.xrange(redis_keys.job_stream(job_id))
+    streamed = "".join(
+        json.loads(fields[b"data"])["text"] for _, fields in entries if fields[b"event"] == b"delta"
+    )
+    return len(streamed.split()) < 60 and all(f[b"event"] != b"done" for _, f in entries)
+
+
+# The worker saves the job row, then writes its last stream entries: a worker cut off from
+# Redis near the end never writes them, and readers finish from the row. Before, both
+# streams ended like a success after the text they had, a truncated answer that looked
+# whole. The proxy is cut with 15 of the 60 tokens to go.
+
+
+def test_an_openai_stream_whose_worker_loses_redis_still_carries_the_whole_answer(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
     body = {"model": "sim-slow", "messages": [{"role": "user", "content": "cut"}], "stream": True}
-    text, lines, cut = "", [], False
-    try:
-        svc.start_api()
-        svc.env["INFERQ_BROKER_URL"] = redis_url
-        svc.env["INFERQ_REDIS_URL"] = parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
-        svc.start_worker("io", 4)
-        with (
-            svc.client() as client,
-            client.stream("POST", "/v1/chat/completions", json=body, timeout=30) as response,
-        ):
+    text, lines = "", []
+    with (
+        _worker_redis_behind_proxy(tmp_path, redis_dbs) as (svc, proxy, direct),
+        svc.client() as client,
+    ):
+        with client.stream("POST", "/v1/chat/completions", json=body, timeout=30) as response:
             job_id = response.headers["x-inferq-job-id"]
             for line in response.iter_lines():
                 if not line.startswith("data: "):
@@ -316,19 +329,39 @@ def test_a_stream_whose_worker_loses_redis_near_the_end_still_carries_the_whole_
                 if line != "data: [DONE]":
                     choices = json.loads(line.removeprefix("data: "))["choices"]
                     text += (choices[0]["delta"].get("content") or "") if choices else ""
-                if len(text.split()) >= 45 and not cut:
-                    proxy.cut()  # 15 of 60 tokens to go: they never reach the stream
-                    cut = True
-            final = client.get(f"/v1/jobs/{job_id}").json()
-        entries = redis.Redis.from_url(redis_url).xrange(redis_keys.job_stream(job_id))
-    finally:
-        svc.stop()
-        proxy.cut()
+                if len(text.split()) >= 45:
+                    proxy.cut()
+        final = client.get(f"/v1/jobs/{job_id}").json()
+        assert _stream_lacks_its_end(direct, job_id)
     assert final["status"] == "succeeded" and final["attempts"] == 1, final
-    streamed = "".join(
-        json.loads(fields[b"data"])["text"] for _, fields in entries if fields[b"event"] == b"delta"
-    )
-    assert len(streamed.split()) < 60  # the stream itself lacks the end of the answer
-    assert all(fields[b"event"] != b"done" for _, fields in entries)
     assert lines[-1] == "data: [DONE]"
+    assert text == final["output"]["text"] and len(text.split()) == 60
+
+
+def test_a_job_event_stream_whose_worker_loses_redis_repairs_the_text_before_done(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    from inferq.client import iter_sse
+
+    text, events = "", []
+    with (
+        _worker_redis_behind_proxy(tmp_path, redis_dbs) as (svc, proxy, direct),
+        svc.client() as client,
+    ):
+        job = submit(client, model="sim-slow", prompt="cut")
+        with client.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=30) as response:
+            for event in iter_sse(response.iter_lines()):
+                events.append(event.event)
+                if event.event == "reset":  # the protocol: drop the text held so far
+                    text = ""
+                elif event.event == "delta":
+                    text += json.loads(event.data)["text"]
+                if len(text.split()) >= 45:
+                    proxy.cut()
+                if event.event in ("done", "error"):
+                    break
+        final = client.get(f"/v1/jobs/{job['id']}").json()
+        assert _stream_lacks_its_end(direct, job["id"])
+    assert final["status"] == "succeeded" and final["attempts"] == 1, final
+    assert events[-3:] == ["reset", "delta", "done"], events
     assert text == final["output"]["text"] and len(text.split()) == 60

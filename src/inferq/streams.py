@@ -298,6 +298,18 @@ async def read_after(
     return events
 
 
+async def text_until(client: aioredis.Redis, job_id: str, last: str) -> str:
+    """The text a reader holds after reading up to entry `last`: deltas since the last reset."""
+    entries: Any = await client.xrange(redis_keys.job_stream(job_id), "-", last)
+    text: list[str] = []
+    for _entry_id, fields in entries:
+        if fields[b"event"] == b"reset":
+            text.clear()
+        elif fields[b"event"] == b"delta":
+            text.append(orjson.loads(fields[b"data"])["text"])
+    return "".join(text)
+
+
 async def stream_exists(client: aioredis.Redis, job_id: str) -> bool:
     return bool(await client.exists(redis_keys.job_stream(job_id)))
 

@@ -14,24 +14,42 @@ from inferq.api.deps import CurrentKey, ServicesDep
 from inferq.api.jobs import _job_or_404
 from inferq.errors import InvalidRequest
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
-from inferq.streams import TERMINAL_EVENTS, StreamEvent, read_after, terminal_entry
+from inferq.streams import (
+    TERMINAL_EVENTS,
+    StreamEvent,
+    read_after,
+    terminal_entry,
+    text_until,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 BLOCK_MS = 2000
 
 
-def _replay_from_row(job: Job, cursor: str) -> list[StreamEvent]:
+def _replay_from_row(job: Job, cursor: str, delivered: str) -> list[StreamEvent]:
     """The missing end of a finished job's stream, rebuilt from its row.
 
     If the stream expired, the whole text comes as one delta (id 0-1) before the terminal
-    event (0-2); if only the terminal event is missing, it follows the last id sent.
+    event (0-2). Otherwise the events follow the last id sent: the terminal event, after
+    a `reset` and the whole text as one delta when what the reader holds (`delivered`) is
+    not the job's text (the worker saves the row before its last entries reach the stream,
+    and a worker cut off from Redis never writes them), the repair the worker itself
+    makes when it could not write some deltas.
     """
     entry = terminal_entry(job)
     terminal = (entry["event"].decode(), entry["data"])
     ms, seq = (int(part) for part in cursor.split("-")) if cursor != "0" else (0, 0)
     if ms > 0:
-        return [StreamEvent(f"{ms}-{seq + 1}", *terminal)]
+        text = job.output.text if job.output else delivered
+        repair: list[tuple[str, bytes]] = []
+        if text != delivered:
+            reset = orjson.dumps({"attempt": job.attempts})
+            repair = [("reset", reset), ("delta", orjson.dumps({"text": text}))]
+        return [
+            StreamEvent(f"{ms}-{seq + i}", *event)
+            for i, event in enumerate([*repair, terminal], start=1)
+        ]
     events = []
     if job.output and job.output.text:
         events.append(StreamEvent("0-1", "delta", orjson.dumps({"text": job.output.text})))
@@ -86,7 +104,8 @@ async def job_events(
                     if event.event in TERMINAL_EVENTS:
                         return
                 continue
-            for event in _replay_from_row(job, cursor):
+            delivered = "" if cursor == "0" else await text_until(services.redis, job_id, cursor)
+            for event in _replay_from_row(job, cursor, delivered):
                 yield ServerSentEvent(data=event.data.decode(), event=event.event, id=event.id)
             return
 
