@@ -152,7 +152,7 @@ def test_jobs_survive_faults_kills_and_dropped_connections(chaos: Service) -> No
     print(
         f"chaos: {len(succeeded)}/{JOBS} succeeded, not: {dict(failed)}, "
         f"{len(repeated)} provider calls repeated after their worker was killed, "
-        f"{len(received)} webhooks received"
+        f"{len(received)} webhooks received, {receiver.torn} cut off mid-request"
     )
     for job in [j for j in jobs if j["status"] != "succeeded"][:5]:
         print("chaos: not succeeded:", job["id"], job["status"], job.get("error"))

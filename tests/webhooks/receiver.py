@@ -22,6 +22,7 @@ class Receiver:
         self._lock = threading.Lock()
         self._received: dict[str, list[Received]] = defaultdict(list)
         self._script: dict[str, list[int]] = defaultdict(list)
+        self.torn = 0  # requests whose sender went away before its body was complete
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -48,7 +49,15 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-request (a worker killed while delivering):
+                    # like any HTTP server, drop the request rather than record half of it.
+                    with receiver._lock:
+                        receiver.torn += 1
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status = receiver._record(self.path, Received(headers, body))
                 self.send_response(status)
