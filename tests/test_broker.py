@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
+import time
+import uuid
+from collections.abc import Iterator
 
 import redis
 from kombu import Connection
 from kombu.message import Message
 
-from inferq.broker import TRANSPORT
+from inferq.broker import DRAIN_SCRIPT, TRANSPORT
 from tests.conftest import wait_for
 
 N = 400
@@ -143,3 +148,97 @@ def test_messages_taken_in_a_wake_up_but_not_handed_over_go_back_in_order(
     # Closing restores the three delivered ones from their records: none lost.
     everything = sorted(redis_payload(raw) for raw in server.lrange("drained", 0, -1))
     assert everything == list(range(10))
+
+
+@contextlib.contextmanager
+def drain_calls(server: redis.Redis) -> Iterator[list[str]]:
+    """The drain script's calls on this database while the block runs, seen by MONITOR."""
+    sha = hashlib.sha1(DRAIN_SCRIPT.encode()).hexdigest()
+    db = int(server.connection_pool.connection_kwargs.get("db", 0))
+    calls: list[str] = []
+    end = f"end-of-watch-{uuid.uuid4().hex}"
+    started = threading.Event()
+
+    def watch() -> None:
+        with server.monitor() as monitor:
+            started.set()
+            while True:
+                command = monitor.next_command()
+                if end in command["command"]:
+                    return
+                if command["db"] == db and command["command"].startswith(f"EVALSHA {sha}"):
+                    calls.append(command["command"])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started.wait(5)
+    time.sleep(0.1)  # MONITOR is on before the block's first command
+    try:
+        yield calls
+    finally:
+        server.echo(end)
+        watcher.join(5)
+
+
+def test_a_wake_up_that_waited_for_its_message_does_not_look_for_more(redis_url: str) -> None:
+    server = redis.Redis.from_url(redis_url)
+    seen: list[int] = []
+    with (
+        Connection(redis_url, transport=TRANSPORT) as conn,
+        Connection(redis_url, transport=TRANSPORT) as publisher,
+    ):
+        queue, sender = conn.SimpleQueue("trickle"), publisher.SimpleQueue("trickle")
+
+        def take(body: dict[str, int], message: Message) -> None:
+            seen.append(body["i"])
+            message.ack()
+
+        with conn.Consumer(queue.queue, callbacks=[take], prefetch_count=8):
+            # One message at a time, each after the consumer began to wait: low load.
+            with drain_calls(server) as trickle:
+                for i in range(5):
+                    later = threading.Timer(0.2, sender.put, args=({"i": i},))
+                    later.start()
+                    conn.drain_events(timeout=5)
+                    later.join()
+            # Five waiting at once: the wake-up that finds the first looks for the rest.
+            with drain_calls(server) as burst:
+                for i in range(5, 10):
+                    sender.put({"i": i})
+                conn.drain_events(timeout=5)
+        sender.close()
+        queue.close()
+    assert trickle == [], trickle  # a drain per message would cost a round trip for nothing
+    assert seen == list(range(10)) and len(burst) >= 1
+
+
+# What Redis before 6.2 answers to RPOP with a count.
+OLD_REDIS_DRAIN = "return redis.call('RPOP', KEYS[1], ARGV[1], 'count')"
+
+
+def test_on_a_redis_that_refuses_the_drain_messages_come_one_per_wake_up_and_none_is_lost(
+    redis_url: str,
+) -> None:
+    server = redis.Redis.from_url(redis_url)
+    seen: list[int] = []
+    with Connection(redis_url, transport=TRANSPORT) as conn:
+        queue = conn.SimpleQueue("old")
+        for i in range(10):
+            queue.put({"i": i})
+
+        def take(body: dict[str, int], message: Message) -> None:
+            seen.append(body["i"])
+            message.ack()
+
+        channel = conn.default_channel
+        channel._drain = server.register_script(OLD_REDIS_DRAIN)
+        with conn.Consumer(queue.queue, callbacks=[take], prefetch_count=8):
+            batches = []
+            while len(seen) < 10:
+                before = len(seen)
+                conn.drain_events(timeout=5)
+                batches.append(len(seen) - before)
+        assert channel._drain is False  # refused once, then not asked again
+        queue.close()
+    assert batches == [1] * 10
+    assert seen == list(range(10)) and server.llen("old") == 0
