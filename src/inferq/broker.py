@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 import orjson
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 TRANSPORT = "inferq.broker:RedisTransport"
 # A failed write is tried again after this long (Redis away); its items are kept.
 RETRY_SECONDS = 0.5
+# A write whose reply has not come by then fails (and is tried again): a silent Redis
+# must not hold a warm shutdown, which waits for the last write, for good.
+WRITE_TIMEOUT_SECONDS = 10.0
 # Messages popped per wake-up besides BRPOP's one: bounds the event loop's time on them.
 DRAIN_LIMIT = 64
 # A BRPOP answered sooner than this found a message waiting: there may be more.
@@ -81,6 +85,7 @@ class BatchedQoS(kombu_redis.QoS):
         self._acked: list[str] = []  # tags whose written record is to be removed
         self._due = threading.Event()
         self._writer: threading.Thread | None = None
+        self._client: Any = None
 
     def append(self, message: Any, delivery_tag: str) -> None:
         delivery = message.delivery_info
@@ -114,7 +119,11 @@ class BatchedQoS(kombu_redis.QoS):
             self.flush()
         except Exception as exc:
             log.warning("broker: unacked records not written at close (%s)", exc)
-        return super().restore_unacked_once(stderr)  # type: ignore[no-untyped-call]
+        restored = super().restore_unacked_once(stderr)  # type: ignore[no-untyped-call]
+        with self._writing:
+            if self._client is not None:
+                self._client.connection_pool.disconnect()
+        return restored
 
     def restore_unacked(self, client: Any = None) -> Any:
         self.flush()  # kombu restores held messages from their records
@@ -157,7 +166,7 @@ class BatchedQoS(kombu_redis.QoS):
         if not records and not acked:
             return
         try:
-            with self.channel.conn_or_acquire() as client:
+            with self.channel.conn_or_acquire(self._writer_client()) as client:
                 pipe = client.pipeline(transaction=False)
                 if records:
                     pipe.zadd(self.unacked_index_key, {t: at for t, (at, _) in records.items()})
@@ -173,6 +182,19 @@ class BatchedQoS(kombu_redis.QoS):
                 self._records = {**records, **self._records}
                 self._acked[:0] = acked
             raise
+
+    def _writer_client(self) -> Any:
+        """A client over a pool of the writes' own. A closing channel disconnects its
+        pool, connections in use included; a write in flight on one of them was left
+        waiting on its socket for good, and the close waiting for that write with it."""
+        if self._client is None:
+            channel = self.channel
+            params = channel._connparams()
+            params["socket_timeout"] = params.get("socket_timeout") or WRITE_TIMEOUT_SECONDS
+            params["max_connections"] = 2
+            pool = redis.ConnectionPool(**params)
+            self._client = channel.Client(connection_pool=pool)
+        return self._client
 
 
 class RedisChannel(kombu_redis.Channel):
