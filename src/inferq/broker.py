@@ -166,15 +166,14 @@ class BatchedQoS(kombu_redis.QoS):
         if not records and not acked:
             return
         try:
-            with self.channel.conn_or_acquire(self._writer_client()) as client:
-                pipe = client.pipeline(transaction=False)
-                if records:
-                    pipe.zadd(self.unacked_index_key, {t: at for t, (at, _) in records.items()})
-                    pipe.hset(self.unacked_key, mapping={t: r for t, (_, r) in records.items()})
-                if acked:
-                    pipe.zrem(self.unacked_index_key, *acked)
-                    pipe.hdel(self.unacked_key, *acked)
-                pipe.execute()
+            pipe = self._writer_client().pipeline(transaction=False)
+            if records:
+                pipe.zadd(self.unacked_index_key, {t: at for t, (at, _) in records.items()})
+                pipe.hset(self.unacked_key, mapping={t: r for t, (_, r) in records.items()})
+            if acked:
+                pipe.zrem(self.unacked_index_key, *acked)
+                pipe.hdel(self.unacked_key, *acked)
+            pipe.execute()
         except BaseException:
             # Kept for the next write. A record acked meanwhile is in both lists: the
             # write adds it, then removes it.
