@@ -24,6 +24,7 @@ from inferq.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from inferq.providers.base import Delta
 from inferq.providers.openai import OpenAIProvider
 from inferq.providers.request import GenerationRequest
 from tests.providers.replay import Check, Received, Recording, ReplayServer
@@ -215,3 +216,61 @@ def test_openai_server_error_is_unavailable() -> None:
     recording = Recording.load("openai_chat_unavailable.txt")
     with ReplayServer(recording, lambda _: []) as server, pytest.raises(ProviderUnavailable):
         collect(replayed(server.url), GenerationRequest(messages=user("Hi")))
+
+
+# The exchange is made by httpx and orjson (inferq.providers.openai_wire), not the SDK.
+
+
+def test_openai_error_event_mid_stream_is_unavailable_after_the_text_before_it() -> None:
+    recording = Recording.load("openai_chat_stream_error_midway.txt")
+    deltas: list[str] = []
+    with ReplayServer(recording, lambda _: []) as server:
+        provider = replayed(server.url)
+        with pytest.raises(ProviderUnavailable) as raised:
+            for event in provider.stream(GenerationRequest(messages=user("Hi"))):
+                if isinstance(event, Delta):
+                    deltas.append(event.text)
+    # Both chunks before the error arrived, the `data:` without a space included.
+    assert deltas == ["Paris", " is"]
+    assert "The engine died mid-generation." in raised.value.detail
+    assert raised.value.retryable
+
+
+def test_openai_whole_call_sends_no_stream_and_reads_text_and_usage() -> None:
+    recording = Recording.load("openai_chat_completion.txt")
+
+    def check(request: Received) -> list[str]:
+        body = request.body
+        return [
+            problem
+            for problem, bad in [
+                (f"stream: {body.get('stream')!r}", body.get("stream") not in (None, False)),
+                (f"max_tokens: {body.get('max_tokens')!r}", body.get("max_tokens") != 7),
+                (f"messages: {body.get('messages')!r}", body.get("messages") != user("Hi")),
+                ("no bearer key", request.headers.get("authorization") != "Bearer sk-test"),
+            ]
+            if bad
+        ]
+
+    with ReplayServer(recording, check) as server:
+        deltas, finish = collect(
+            replayed(server.url), GenerationRequest(messages=user("Hi"), max_tokens=7, stream=False)
+        )
+    assert server.problems == []
+    assert deltas == ["Paris is the capital."]
+    assert (finish.finish_reason, finish.prompt_tokens, finish.completion_tokens) == ("stop", 14, 5)
+
+
+def test_openai_calls_chatopenai_would_make_otherwise_still_go_through_the_sdk() -> None:
+    # Structured output is one of the calls ChatOpenAI makes its own way: the SDK, whose
+    # requests say so in their x-stainless-* headers; a plain call carries none.
+    recording = Recording.load("openai_chat_completion.txt")
+    with ReplayServer(recording, lambda _: []) as server:
+        model = replayed(server.url).model
+        plain = model.invoke("Hi")
+        structured = model.invoke("Hi", response_format={"type": "json_object"})
+    first, second = server.received
+    assert not any(name.startswith("x-stainless") for name in first.headers)
+    assert "x-stainless-lang" in second.headers
+    assert second.body["response_format"] == {"type": "json_object"}
+    assert plain.content == structured.content == "Paris is the capital."

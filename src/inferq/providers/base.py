@@ -25,7 +25,13 @@ from langchain_core.messages import (
     SystemMessage,
 )
 
-from inferq.errors import ProviderError, ProviderUnavailable
+from inferq.errors import (
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 from inferq.observability.jobs import observe_call
 from inferq.providers.request import GenerationRequest
 
@@ -230,6 +236,19 @@ def _finish_reason(metadata: Mapping[str, Any]) -> str | None:
     return {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}.get(
         str(reason), str(reason)
     )
+
+
+def status_error(status: int, message: str, headers: Mapping[str, str]) -> ProviderError:
+    """The ProviderError for an HTTP error answer: 429 rate-limited (with its
+    Retry-After), 408 and 5xx retryable, any other 4xx a refusal."""
+    detail = f"{status}: {message}"
+    if status == 429:
+        return ProviderRateLimited(detail, retry_after=retry_after_seconds(headers))
+    if status == 408:
+        return ProviderTimeout(detail)
+    if status >= 500:
+        return ProviderUnavailable(detail)
+    return ProviderRejected(detail)
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:

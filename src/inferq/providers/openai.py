@@ -1,4 +1,5 @@
-"""OpenAI and OpenAI-compatible servers (vLLM, llama.cpp's server, Ollama) via ChatOpenAI."""
+"""OpenAI and OpenAI-compatible servers (vLLM, llama.cpp's server, Ollama) via ChatOpenAI
+(`WireChatOpenAI`: its chat-completions exchange made by httpx and orjson)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from pydantic import SecretStr
 
 from inferq.errors import (
     ProviderError,
-    ProviderRateLimited,
-    ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from inferq.providers.base import ChatModelProvider, http_timeout, retry_after_seconds
+from inferq.providers.base import ChatModelProvider, http_timeout, status_error
 from inferq.providers.request import GenerationRequest
 
 # The SDKs are imported on first use: they take about a second to import, and the API,
@@ -39,16 +38,24 @@ class OpenAIProvider(ChatModelProvider):
     required_params: ClassVar[tuple[str, ...]] = ("model",)
 
     def build_chat_model(self) -> ChatOpenAI:
-        from langchain_openai import ChatOpenAI
+        import httpx
 
-        return ChatOpenAI(
+        from inferq.providers.openai_wire import WireChatOpenAI
+
+        timeout = http_timeout(self.params)
+        return WireChatOpenAI(
             model=self.params["model"],
             base_url=self.params.get("base_url"),
             api_key=SecretStr(self._api_key()),
             # Retries are the job queue's business, not the SDK's.
             max_retries=0,
-            timeout=http_timeout(self.params),
+            timeout=timeout,
             stream_usage=True,
+            # The SDK's own default limits: a worker holds up to a thousand calls in flight.
+            wire_client=httpx.Client(
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            ),
         )
 
     def _api_key(self) -> str:
@@ -79,13 +86,7 @@ def map_openai_error(exc: Exception) -> ProviderError:
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(detail)
-    if isinstance(exc, openai.RateLimitError):
-        return ProviderRateLimited(detail, retry_after=retry_after_seconds(exc.response.headers))
     if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 408:
-            return ProviderTimeout(detail)
-        if exc.status_code >= 500:
-            return ProviderUnavailable(detail)
-        return ProviderRejected(f"{exc.status_code}: {exc.message}")
+        return status_error(exc.status_code, exc.message, exc.response.headers)
     # APIConnectionError, and anything else on the way (a broken stream).
     return ProviderUnavailable(detail)
