@@ -295,27 +295,6 @@ def ending(job: Job) -> Callable[[Pipeline], None]:
     return add
 
 
-def build_models(ctx: WorkerContext, pool: str) -> None:
-    """Build the pool's models now, once per process, not on their first job: a local
-    model's weights load, and the SDK modules and clients are in place before the
-    start-up heap is frozen. Built on a first job, they stayed in every full pass of the
-    garbage collector: 40-50 ms pauses of the whole worker, one every ~10 s at 100 jobs/s,
-    which made its p99. A model that cannot be built here (no API key) fails its jobs
-    as before; only a local one stops the worker."""
-    for spec in ctx.registry.specs():
-        if spec.pool != pool:
-            continue
-        try:
-            if spec.kind == "embedding":
-                _ = ctx.registry.embedder(spec.name).model
-            else:
-                _ = ctx.registry.provider(spec.name).model
-        except Exception as exc:
-            if pool == "local":
-                raise
-            log.warning("model %s: not built at start (%s)", spec.name, exc)
-
-
 def build_breaker(ctx: WorkerContext) -> CircuitBreaker:
     return CircuitBreaker(ctx.redis, BreakerConfig.from_settings(ctx.settings))
 
@@ -326,7 +305,9 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         concurrency = settings.io_concurrency if pool == "io" else settings.local_concurrency
     ctx = build_context(settings, pool, concurrency)
     setup_worker(settings, ctx.engine, pool)
-    build_models(ctx, pool)
+    # Built now, not on their first jobs: weights load, and SDK modules are in place
+    # before the start-up heap is frozen (see ModelRegistry.build).
+    ctx.registry.build(pool, strict=pool == "local")
     # The heartbeat and the reaper get their own connections: behind the jobs' pool (one
     # lock for a thousand threads, and connections made under it while the pool grows)
     # a heartbeat waited past the worker's TTL and the reaper took its live jobs away.

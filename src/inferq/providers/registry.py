@@ -24,6 +24,7 @@ for `${VAR}` in params and for API keys (`api_key_env`, else the provider's defa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -46,6 +47,8 @@ from inferq.providers.embeddings import (
 from inferq.providers.llamacpp import LlamaCppProvider
 from inferq.providers.openai import OpenAIProvider
 from inferq.providers.sim import SimProvider
+
+log = logging.getLogger(__name__)
 
 PROVIDERS: dict[str, type[ChatModelProvider]] = {
     "llamacpp": LlamaCppProvider,
@@ -255,6 +258,26 @@ class ModelRegistry:
                 embedder = cls(name=name, params=self._params(spec))
                 self._embedders[name] = embedder
             return embedder
+
+    def build(self, pool: str, strict: bool) -> None:
+        """Build every model of `pool` now. A worker calls this at start: a local model's
+        weights load, and the SDK modules and clients are in place before it freezes its
+        start-up heap. Built on a first job, they stayed in every full pass of the garbage
+        collector: 40-50 ms pauses of a worker, one every ~10 s at 100 jobs/s. A model
+        that cannot be built (no API key) raises if `strict`, else it is logged and fails
+        its jobs as it would have."""
+        for spec in self.specs():
+            if spec.pool != pool:
+                continue
+            try:
+                if spec.kind == "embedding":
+                    _ = self.embedder(spec.name).model
+                else:
+                    _ = self.provider(spec.name).model
+            except Exception as exc:
+                if strict:
+                    raise
+                log.warning("model %s: not built at start (%s)", spec.name, exc)
 
     def close(self) -> None:
         """Release every provider created so far."""
