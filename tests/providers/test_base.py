@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field
 
 from inferq.errors import ProviderRejected
-from inferq.providers.base import retry_after_seconds
+from inferq.providers.base import ChatModelProvider, Delta, retry_after_seconds
 from inferq.providers.llamacpp import LlamaCppProvider
 from inferq.providers.request import GenerationRequest
 from inferq.providers.sim import SimProvider
@@ -54,3 +62,77 @@ def test_retry_after_as_an_http_date_is_the_time_left() -> None:
     when = datetime.now(UTC) + timedelta(seconds=30)
     seconds = retry_after_seconds({"retry-after": format_datetime(when, usegmt=True)})
     assert seconds is not None and 25 <= seconds <= 30
+
+
+class _Counted(BaseChatModel):
+    """Three chunks; the finish reason only in the last chunk's generation info, as some
+    chat models report it. Notes when its stream is closed."""
+
+    closed: list[bool] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "counted"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        raise NotImplementedError
+
+    def _stream(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        try:
+            for word in ("one", " two", " three"):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=word))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content=""), generation_info={"finish_reason": "length"}
+            )
+        finally:
+            self.closed.append(True)
+
+
+@dataclass
+class _CountedProvider(ChatModelProvider):
+    listener: BaseCallbackHandler | None = None
+
+    def build_chat_model(self) -> BaseChatModel:
+        return _Counted(callbacks=[self.listener] if self.listener else None)
+
+
+class _Tokens(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append(token)
+
+
+def test_a_stream_nobody_listens_to_skips_langchains_run_bookkeeping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = _CountedProvider(name="counted")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("BaseChatModel.stream was called")
+
+    monkeypatch.setattr(BaseChatModel, "stream", refuse)
+    deltas, finish = collect(provider, GenerationRequest(prompt="count", stream=True))
+    # The finish reason rode in generation info: it is read all the same.
+    assert (deltas, finish.finish_reason) == (["one", " two", " three"], "length")
+
+
+def test_a_model_with_callbacks_streams_through_langchain_so_they_see_every_token() -> None:
+    listener = _Tokens()
+    provider = _CountedProvider(name="counted", listener=listener)
+    deltas, finish = collect(provider, GenerationRequest(prompt="count", stream=True))
+    assert (deltas, finish.finish_reason) == (["one", " two", " three"], "length")
+    assert listener.tokens[:3] == ["one", " two", " three"]
+
+
+def test_a_stream_stopped_midway_closes_the_models_stream_at_once() -> None:
+    provider = _CountedProvider(name="counted")
+    model = provider.model
+    assert isinstance(model, _Counted)
+    events = provider.stream(GenerationRequest(prompt="count", stream=True))
+    assert next(events) == Delta("one")
+    events.close()
+    assert model.closed == [True]
