@@ -64,3 +64,43 @@ def test_only_half_open_calls_are_probes(breaker: CircuitBreaker) -> None:
     assert let_through == [(True, True), (True, True), (False, False)]
     assert breaker.record("ep", ok=True) == "closed"
     assert not breaker.enter("ep").probe
+
+
+def _trusting(redis_url: str, seconds: float) -> CircuitBreaker:
+    config = BreakerConfig(
+        min_calls=10, failure_threshold=0.5, open_seconds=0.5, closed_trust_seconds=seconds
+    )
+    return CircuitBreaker(redis.Redis.from_url(redis_url), config)
+
+
+def test_calls_under_a_trusted_closed_circuit_are_counted_with_the_next_failure(
+    redis_url: str,
+) -> None:
+    breaker = _trusting(redis_url, 5.0)
+    assert all(breaker.allow("ep") for _ in range(20))
+    assert breaker.state("ep")["calls"] == 1  # only the first call asked Redis
+    assert breaker.record("ep", ok=False) == "closed"
+    assert breaker.state("ep") == {"endpoint": "ep", "state": "closed", "calls": 20, "failures": 1}
+
+
+def test_a_failure_that_opens_the_circuit_ends_the_trust_at_once(redis_url: str) -> None:
+    breaker = _trusting(redis_url, 5.0)
+    for _ in range(10):
+        assert breaker.allow("ep")
+        breaker.record("ep", ok=False)
+    assert breaker.state("ep")["state"] == "open"
+    assert breaker.enter("ep").wait > 0
+
+
+def test_a_circuit_another_worker_opened_is_seen_once_the_trust_runs_out(
+    redis_url: str,
+) -> None:
+    trusting, other = _trusting(redis_url, 0.3), _trusting(redis_url, 0.0)
+    assert trusting.allow("ep")
+    for _ in range(10):
+        if other.allow("ep"):
+            other.record("ep", ok=False)
+    assert not other.allow("ep")
+    assert trusting.allow("ep")  # still trusting its closed answer
+    time.sleep(0.35)
+    assert trusting.enter("ep").wait > 0

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     breaker_window_seconds: float = 30.0
     breaker_open_seconds: float = 15.0
     breaker_half_open_probes: int = 2
+    # How long a worker trusts a closed circuit before asking Redis again; the calls it
+    # starts meanwhile are counted locally and sent with its next question or failure.
+    # 0 asks on every call.
+    breaker_closed_trust_seconds: float = Field(default=0.25, ge=0)
     # How long a job whose every model has an open circuit waits for one to half-open.
     breaker_wait_seconds: float = 60.0
     sse_ping_seconds: float = 15.0

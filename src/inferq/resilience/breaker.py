@@ -9,6 +9,12 @@ Only real traffic feeds it: no synthetic probes that would cost money. Each tran
 is one Lua script, so workers on many machines agree on the state. The window is fixed
 (counters reset every `window_seconds`), which is simple and bounded.
 
+A worker that found the circuit closed trusts that answer for `closed_trust_seconds`:
+the calls it starts meanwhile are counted in the process and go to Redis with its next
+question or its next failure, so a failure is always weighed against every call started
+before it. Asking on every call was a Redis round trip per job (some 5 % of a worker's
+CPU per job). The price: a circuit another worker opened is seen that much later.
+
 The failure rate is failures over calls *started* in the window, not over calls
 finished: a failure (a 503, a refused connection) comes back in milliseconds while a
 success streams for seconds, so a rate over finished calls is all failures for the
@@ -18,6 +24,8 @@ running counts as not failed until it fails.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,11 +54,11 @@ ALLOW = (
     + _ROLL
     + """
 local key, open_ms, probes_max, idle = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local window_ms = tonumber(ARGV[4])
+local window_ms, started = tonumber(ARGV[4]), tonumber(ARGV[5])
 local state = redis.call('HGET', key, 'state') or 'closed'
 if state == 'closed' then
   roll(key, now, window_ms)
-  redis.call('HINCRBY', key, 'calls', 1)
+  redis.call('HINCRBY', key, 'calls', started)
   redis.call('EXPIRE', key, idle)
   return {1, state, 0}
 end
@@ -83,7 +91,7 @@ RECORD = (
     + """
 local key, ok = KEYS[1], ARGV[1] == '1'
 local window_ms, min_calls = tonumber(ARGV[2]), tonumber(ARGV[3])
-local threshold, idle = tonumber(ARGV[4]), ARGV[5]
+local threshold, idle, started = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local state = redis.call('HGET', key, 'state') or 'closed'
 redis.call('EXPIRE', key, idle)
 if state == 'half_open' then
@@ -95,8 +103,10 @@ if state == 'half_open' then
   redis.call('HSET', key, 'state', 'open', 'opened_at', now)
   return 'open'
 end
-if state == 'open' or ok then return state end
+if state == 'open' then return state end
 roll(key, now, window_ms)
+if started > 0 then redis.call('HINCRBY', key, 'calls', started) end
+if ok then return state end
 -- A call started in the last window may fail in this one: never more failures than calls.
 local failures = redis.call('HINCRBY', key, 'failures', 1)
 local calls = math.max(tonumber(redis.call('HGET', key, 'calls') or '0'), failures)
@@ -130,6 +140,7 @@ class BreakerConfig:
     open_seconds: float = 15.0
     half_open_probes: int = 2
     idle_expiry_seconds: int = 86_400
+    closed_trust_seconds: float = 0.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> BreakerConfig:
@@ -139,6 +150,7 @@ class BreakerConfig:
             window_seconds=s.breaker_window_seconds,
             open_seconds=s.breaker_open_seconds,
             half_open_probes=s.breaker_half_open_probes,
+            closed_trust_seconds=s.breaker_closed_trust_seconds,
         )
 
 
@@ -148,6 +160,11 @@ class CircuitBreaker:
         self.config = config or BreakerConfig()
         self._allow = client.register_script(ALLOW)
         self._record = client.register_script(RECORD)
+        self._lock = threading.Lock()
+        # endpoint → until when (monotonic) its circuit is taken to be closed
+        self._closed_until: dict[str, float] = {}
+        # endpoint → calls started under that trust and not yet counted in Redis
+        self._uncounted: dict[str, int] = {}
 
     def allow(self, endpoint: str) -> bool:
         """May a call to `endpoint` go ahead now? (In half-open, it takes a probe slot.)"""
@@ -156,15 +173,27 @@ class CircuitBreaker:
     def enter(self, endpoint: str) -> Entry:
         """Ask to call `endpoint` now: in half-open, a call let through is a probe."""
         c = self.config
-        allowed, state, wait_ms = self._allow(
-            keys=[redis_keys.breaker(endpoint)],
-            args=[
-                int(c.open_seconds * 1000),
-                c.half_open_probes,
-                c.idle_expiry_seconds,
-                int(c.window_seconds * 1000),
-            ],
-        )
+        now = time.monotonic()
+        with self._lock:
+            if self._closed_until.get(endpoint, 0.0) > now:
+                self._uncounted[endpoint] = self._uncounted.get(endpoint, 0) + 1
+                return Entry(0.0, probe=False)
+        uncounted = self._take_uncounted(endpoint)
+        try:
+            allowed, state, wait_ms = self._allow(
+                keys=[redis_keys.breaker(endpoint)],
+                args=[
+                    int(c.open_seconds * 1000),
+                    c.half_open_probes,
+                    c.idle_expiry_seconds,
+                    int(c.window_seconds * 1000),
+                    uncounted + 1,
+                ],
+            )
+        except BaseException:
+            self._give_back_uncounted(endpoint, uncounted)
+            raise
+        self._trust(endpoint, _text(state), now)
         if int(allowed):
             return Entry(0.0, probe=_text(state) == "half_open")
         return Entry(max(int(wait_ms), 50) / 1000, probe=False)
@@ -172,17 +201,45 @@ class CircuitBreaker:
     def record(self, endpoint: str, ok: bool) -> str:
         """Feed the outcome of a call `allow` let through; returns the state after it."""
         c = self.config
-        state = self._record(
-            keys=[redis_keys.breaker(endpoint)],
-            args=[
-                "1" if ok else "0",
-                int(c.window_seconds * 1000),
-                c.min_calls,
-                c.failure_threshold,
-                c.idle_expiry_seconds,
-            ],
-        )
-        return state.decode() if isinstance(state, bytes) else str(state)
+        uncounted = self._take_uncounted(endpoint)
+        try:
+            state = _text(
+                self._record(
+                    keys=[redis_keys.breaker(endpoint)],
+                    args=[
+                        "1" if ok else "0",
+                        int(c.window_seconds * 1000),
+                        c.min_calls,
+                        c.failure_threshold,
+                        c.idle_expiry_seconds,
+                        uncounted,
+                    ],
+                )
+            )
+        except BaseException:
+            self._give_back_uncounted(endpoint, uncounted)
+            raise
+        if state != "closed":
+            self._trust(endpoint, state, 0.0)
+        return state
+
+    def _trust(self, endpoint: str, state: str, now: float) -> None:
+        """Trust a closed circuit for a while; any other state not at all."""
+        with self._lock:
+            if state == "closed" and self.config.closed_trust_seconds > 0:
+                self._closed_until[endpoint] = now + self.config.closed_trust_seconds
+            else:
+                self._closed_until.pop(endpoint, None)
+
+    def _take_uncounted(self, endpoint: str) -> int:
+        with self._lock:
+            return self._uncounted.pop(endpoint, 0)
+
+    def _give_back_uncounted(self, endpoint: str, calls: int) -> None:
+        """Calls not counted because Redis could not be asked: counted next time."""
+        if calls:
+            with self._lock:
+                self._uncounted[endpoint] = self._uncounted.get(endpoint, 0) + calls
 
     def state(self, endpoint: str) -> dict[str, Any]:
         raw: dict[bytes, bytes] = self.client.hgetall(redis_keys.breaker(endpoint))  # type: ignore[assignment]
