@@ -155,3 +155,16 @@ def test_a_sinks_failed_write_is_repaired_by_its_writers_terminal(redis_url: str
     writer.delta("kept")
     writer.terminal(finished("job-5", "kept"))
     assert replay(client, "job-5") == ("kept", ["reset", "delta", "done"])
+
+
+def test_an_idle_sink_has_the_entry_written_before_the_delta_returns(redis_url: str) -> None:
+    # Nothing to batch it with: the job's thread writes it, no switch to the sink's.
+    client = redis.Redis.from_url(redis_url)
+    sink = StreamSink(client)
+    writer = StreamWriter(client, "job-6", 60, 100, coalesce_seconds=0, sink=sink)
+    writer.delta("first")
+    assert replay(client, "job-6") == ("first", ["delta"])
+    assert 0 < client.ttl(redis_keys.job_stream("job-6")) <= 60
+    writer.delta(" second")
+    writer.terminal(finished("job-6", "first second"))
+    assert replay(client, "job-6") == ("first second", ["delta", "delta", "done"])

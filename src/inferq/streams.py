@@ -199,7 +199,8 @@ class StreamSink:
     entry: a pool checkout, a send and a thread woken on the reply, a fifth of an S2
     worker's CPU. A job thread now hands its entry over and goes on; the sink's thread
     sends whatever accumulated while its previous write was under way, in one pipeline.
-    At low load a batch is one entry and the handover adds a thread switch.
+    At low load a batch would be one entry and the handover a thread switch on the way to
+    the reader: an entry handed to an idle sink is written from the job's thread instead.
 
     An entry that cannot be written marks its writer's gap, which the terminal event
     repairs (see `StreamWriter`); a reset handed over clears the gap before any entry
@@ -213,19 +214,32 @@ class StreamSink:
         self._queue: list[tuple[StreamWriter, dict[str, bytes], bool]] = []
         self._due = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writing = False  # a batch is being written
 
     def put(self, writer: StreamWriter, fields: dict[str, bytes], clears_gap: bool) -> None:
+        """Hand an entry over. While the sink has nothing queued or in flight (and none of
+        this writer's entries is pending) it is written at once from the caller's thread:
+        nothing to batch it with, and a thread switch off a job's first token. Raises
+        RedisError then, as a writer's own write does."""
         with self._lock:
+            now = not self._queue and not self._writing and not writer.unwritten
+            if not now:
+                if clears_gap:
+                    writer._gap = False
+                self._queue.append((writer, fields, not writer._expiry_set))
+                writer._expiry_set = True
+                writer.unwritten += 1
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._write_forever, name="inferq-streams", daemon=True
+                    )
+                    self._thread.start()
+        if now:
+            self._write([(writer, fields, not writer._expiry_set)])
+            writer._expiry_set = True
             if clears_gap:
                 writer._gap = False
-            self._queue.append((writer, fields, not writer._expiry_set))
-            writer._expiry_set = True
-            writer.unwritten += 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._write_forever, name="inferq-streams", daemon=True
-                )
-                self._thread.start()
+            return
         self._due.set()
 
     def wait(self, writer: StreamWriter) -> None:
@@ -241,6 +255,7 @@ class StreamSink:
             self._due.clear()
             with self._lock:
                 batch, self._queue = self._queue, []
+                self._writing = bool(batch)
             if not batch:
                 continue
             try:
@@ -264,6 +279,7 @@ class StreamSink:
         self, batch: list[tuple[StreamWriter, dict[str, bytes], bool]], failed: bool
     ) -> None:
         with self._written:
+            self._writing = False
             for writer, _fields, expire in batch:
                 writer.unwritten -= 1
                 if failed:
