@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -110,9 +111,12 @@ def finished(job_id: str, text: str) -> Job:
     )
 
 
-def test_a_sink_writes_many_jobs_entries_in_order_before_each_terminal(redis_url: str) -> None:
+@pytest.mark.parametrize("running", [1, 1000], ids=["entries-also-inline", "all-through-sink"])
+def test_a_sink_writes_many_jobs_entries_in_order_before_each_terminal(
+    redis_url: str, running: int
+) -> None:
     client = redis.Redis.from_url(redis_url)
-    sink = StreamSink(client)
+    sink = StreamSink(client, jobs_running=lambda: running)
 
     def job(n: int) -> None:
         writer = StreamWriter(client, f"job-{n}", 60, 500, coalesce_seconds=0, sink=sink)
@@ -157,10 +161,12 @@ def test_a_sinks_failed_write_is_repaired_by_its_writers_terminal(redis_url: str
     assert replay(client, "job-5") == ("kept", ["reset", "delta", "done"])
 
 
-def test_an_idle_sink_has_the_entry_written_before_the_delta_returns(redis_url: str) -> None:
+def test_an_idle_sink_at_low_load_has_the_entry_written_before_the_delta_returns(
+    redis_url: str,
+) -> None:
     # Nothing to batch it with: the job's thread writes it, no switch to the sink's.
     client = redis.Redis.from_url(redis_url)
-    sink = StreamSink(client)
+    sink = StreamSink(client, jobs_running=lambda: 1)
     writer = StreamWriter(client, "job-6", 60, 100, coalesce_seconds=0, sink=sink)
     writer.delta("first")
     assert replay(client, "job-6") == ("first", ["delta"])

@@ -28,6 +28,8 @@ from inferq.jobs.schemas import Job
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 TERMINAL_EVENTS = frozenset({"done", "error"})
+# Jobs running in a worker process at or below which its stream entries may skip the sink.
+INLINE_JOBS = 16
 
 
 @dataclass(frozen=True)
@@ -200,15 +202,21 @@ class StreamSink:
     worker's CPU. A job thread now hands its entry over and goes on; the sink's thread
     sends whatever accumulated while its previous write was under way, in one pipeline.
     At low load a batch would be one entry and the handover a thread switch on the way to
-    the reader: an entry handed to an idle sink is written from the job's thread instead.
+    the reader: while the process runs at most `INLINE_JOBS` jobs (`jobs_running`), an
+    entry handed to an idle sink is written from the job's thread instead. Not with more:
+    a thousand job threads each waiting on their own write cost an S2 worker a sixth of
+    its jobs per second.
 
     An entry that cannot be written marks its writer's gap, which the terminal event
     repairs (see `StreamWriter`); a reset handed over clears the gap before any entry
     after it, so a failed batch that held the reset still leaves the gap set.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self, client: redis.Redis, jobs_running: Callable[[], int] = lambda: INLINE_JOBS + 1
+    ) -> None:
         self.client = client
+        self.jobs_running = jobs_running
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
         self._queue: list[tuple[StreamWriter, dict[str, bytes], bool]] = []
@@ -217,12 +225,12 @@ class StreamSink:
         self._writing = False  # a batch is being written
 
     def put(self, writer: StreamWriter, fields: dict[str, bytes], clears_gap: bool) -> None:
-        """Hand an entry over. While the sink has nothing queued or in flight (and none of
-        this writer's entries is pending) it is written at once from the caller's thread:
-        nothing to batch it with, and a thread switch off a job's first token. Raises
-        RedisError then, as a writer's own write does."""
+        """Hand an entry over. At low load, while the sink has nothing queued or in flight
+        (and none of this writer's entries is pending), it is written at once from the
+        caller's thread, and raises RedisError as a writer's own write does."""
+        quiet = self.jobs_running() <= INLINE_JOBS
         with self._lock:
-            now = not self._queue and not self._writing and not writer.unwritten
+            now = quiet and not self._queue and not self._writing and not writer.unwritten
             if not now:
                 if clears_gap:
                     writer._gap = False

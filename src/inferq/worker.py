@@ -110,7 +110,7 @@ class JobRunner:
         # makes taking over a claim whose answer was lost (`_claim`) safe.
         self._mine: set[str] = set()
         self._mine_lock = threading.Lock()
-        self.streams = StreamSink(ctx.redis)
+        self.streams = StreamSink(ctx.redis, jobs_running=lambda: len(self._mine))
 
     def run(self, job_id: str) -> None:
         with self._mine_lock:
