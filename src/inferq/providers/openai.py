@@ -39,6 +39,7 @@ class OpenAIProvider(ChatModelProvider):
 
     def build_chat_model(self) -> ChatOpenAI:
         import httpx
+        import openai
 
         from inferq.providers.openai_wire import WireChatOpenAI
 
@@ -49,7 +50,9 @@ class OpenAIProvider(ChatModelProvider):
             api_key=SecretStr(self._api_key()),
             # Retries are the job queue's business, not the SDK's.
             max_retries=0,
-            timeout=timeout,
+            # The SDK's own Timeout: its HTTP client (httpx2, a fork) refuses httpx's
+            # since httpx2 2.17.
+            timeout=openai.Timeout(timeout.read, connect=timeout.connect),
             stream_usage=True,
             # The SDK's own default limits: a worker holds up to a thousand calls in flight.
             wire_client=httpx.Client(
