@@ -113,7 +113,9 @@ def test_one_wake_up_takes_what_the_prefetch_allows_in_priority_order(redis_url:
                     message.ack()
                 held.clear()
     # BRPOP's message and as many more as the prefetch leaves room for, not one per wake-up.
-    assert batches == [12, 12, 6], batches
+    # A first BRPOP that took over QUICK_BRPOP_SECONDS (a slow machine's first round trip)
+    # looks like an idle queue and takes its message alone; the next wake-ups drain.
+    assert batches in ([12, 12, 6], [1, 12, 12, 5]), batches
     assert received == [(name, i) for name in names for i in range(10)]
     assert redis.Redis.from_url(redis_url).hlen("unacked") == 0
 
