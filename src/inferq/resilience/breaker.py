@@ -12,8 +12,9 @@ is one Lua script, so workers on many machines agree on the state. The window is
 A worker that found the circuit closed trusts that answer for `closed_trust_seconds`:
 the calls it starts meanwhile are counted in the process and go to Redis with its next
 question or its next failure, so a failure is always weighed against every call started
-before it. Asking on every call was a Redis round trip per job (some 5 % of a worker's
-CPU per job). The price: a circuit another worker opened is seen that much later.
+before it. Asking on every call was a Redis round trip per job (170 µs of a worker's CPU
+and 0.2 ms of the job's time, about 2 % of a job, measured on a slow machine).
+The price: a circuit another worker opened is seen that much later.
 
 The failure rate is failures over calls *started* in the window, not over calls
 finished: a failure (a 503, a refused connection) comes back in milliseconds while a
