@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import orjson
@@ -23,6 +24,7 @@ from inferq.liveness import request_stops
 from inferq.observability import jobs as obs
 from inferq.observability import propagation
 from inferq.observability.metrics import ADMISSION_REJECTIONS, JOBS_SUBMITTED
+from inferq.observability.tracing import is_on as tracing_is_on
 from inferq.observability.tracing import tracer
 from inferq.queue import RUN_JOB_TASK, enqueue
 from inferq.streams import append_terminal, wait_terminal
@@ -97,10 +99,14 @@ async def publish(services: Services, job_id: str, pool: str, priority: str) -> 
         if services.publisher is None:
             await run_in_threadpool(enqueue, services.celery, job_id, pool, priority)
         else:
-            # The span Celery's instrumentation would open around send_task.
-            with tracer.start_as_current_span(
-                f"apply_async/{RUN_JOB_TASK}", kind=SpanKind.PRODUCER
-            ):
+            # The span Celery's instrumentation would open around send_task; with tracing
+            # off, not even a no-op one (5 µs of CPU per submitted job; the check costs 1).
+            span = (
+                tracer.start_as_current_span(f"apply_async/{RUN_JOB_TASK}", kind=SpanKind.PRODUCER)
+                if tracing_is_on()
+                else nullcontext()
+            )
+            with span:
                 headers = propagation.outgoing_headers()
                 await services.publisher.enqueue(job_id, pool, priority, headers)
     except Exception as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -160,7 +159,7 @@ def _new_job(batch: Any, line: BatchLine) -> NewJob:
         key_id=batch.key_id,
         model=line.job.model,
         priority="low",
-        payload=asdict(line.job.generation()),
+        payload=line.job.generation().payload(),
         metadata=line.job.metadata,
         batch_id=batch.id,
         custom_id=line.custom_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,7 +76,7 @@ class NewJob:
             key_id=key_id,
             model=job.model,
             priority=job.priority,
-            payload=asdict(job.generation(stream)),
+            payload=job.generation(stream).payload(),
             metadata=job.metadata,
             webhook_url=job.webhook.url if job.webhook else None,
             **fields,
