@@ -63,7 +63,15 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
-                self._sockets += [client, upstream]
+                # Accepted just before a cut, and set up after it took the open sockets:
+                # left alone, this connection would carry the outage through.
+                survived_cut = self._listener is not listener
+                if not survived_cut:
+                    self._sockets += [client, upstream]
+            if survived_cut:
+                client.close()
+                upstream.close()
+                return
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
