@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.caches import BaseCache, InMemoryCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
 from inferq.errors import ProviderRejected
@@ -106,20 +107,6 @@ class _Tokens(BaseCallbackHandler):
         self.tokens.append(token)
 
 
-def test_a_stream_nobody_listens_to_skips_langchains_run_bookkeeping(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    provider = _CountedProvider(name="counted")
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("BaseChatModel.stream was called")
-
-    monkeypatch.setattr(BaseChatModel, "stream", refuse)
-    deltas, finish = collect(provider, GenerationRequest(prompt="count", stream=True))
-    # The finish reason rode in generation info: it is read all the same.
-    assert (deltas, finish.finish_reason) == (["one", " two", " three"], "length")
-
-
 def test_a_model_with_callbacks_streams_through_langchain_so_they_see_every_token() -> None:
     listener = _Tokens()
     provider = _CountedProvider(name="counted", listener=listener)
@@ -136,3 +123,88 @@ def test_a_stream_stopped_midway_closes_the_models_stream_at_once() -> None:
     assert next(events) == Delta("one")
     events.close()
     assert model.closed == [True]
+
+
+class _Whole(BaseChatModel):
+    """Answers whole calls with one message; the finish reason only in the generation
+    info (as ChatOpenAI reports it), the usage on the message. Counts its calls."""
+
+    calls: list[str] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "whole"
+
+    def _generate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        self.calls.append(str(messages[-1].content))
+        message = AIMessage(
+            content="one two three",
+            usage_metadata={"input_tokens": 4, "output_tokens": 3, "total_tokens": 7},
+        )
+        info = {"finish_reason": "length"}
+        return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
+
+
+@dataclass
+class _WholeProvider(ChatModelProvider):
+    listener: BaseCallbackHandler | None = None
+    cache: BaseCache | None = None
+
+    def build_chat_model(self) -> BaseChatModel:
+        return _Whole(callbacks=[self.listener] if self.listener else None, cache=self.cache)
+
+
+class _Ends(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.ends = 0
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.ends += 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "method", "stream", "texts"),
+    [
+        (_CountedProvider(name="counted"), "stream", True, ["one", " two", " three"]),
+        (_WholeProvider(name="whole"), "invoke", False, ["one two three"]),
+    ],
+    ids=["stream", "whole"],
+)
+def test_a_call_nobody_listens_to_skips_langchains_run_bookkeeping(
+    monkeypatch: pytest.MonkeyPatch,
+    provider: ChatModelProvider,
+    method: str,
+    stream: bool,
+    texts: list[str],
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"BaseChatModel.{method} was called")
+
+    monkeypatch.setattr(BaseChatModel, method, refuse)
+    deltas, finish = collect(provider, GenerationRequest(prompt="count", stream=stream))
+    # The finish reason rode in generation info: it is read all the same.
+    assert (deltas, finish.finish_reason) == (texts, "length")
+
+
+def test_a_model_with_callbacks_is_called_through_langchain_so_they_see_the_call() -> None:
+    listener = _Ends()
+    provider = _WholeProvider(name="whole", listener=listener)
+    deltas, finish = collect(provider, GenerationRequest(prompt="count", stream=False))
+    assert (deltas, finish.finish_reason, finish.completion_tokens) == (
+        ["one two three"],
+        "length",
+        3,
+    )
+    assert listener.ends == 1
+
+
+def test_a_model_with_a_langchain_cache_is_called_through_langchain_so_the_cache_answers() -> None:
+    provider = _WholeProvider(name="whole", cache=InMemoryCache())
+    for _ in range(2):
+        deltas, finish = collect(provider, GenerationRequest(prompt="count", stream=False))
+        assert (deltas, finish.finish_reason) == (["one two three"], "length")
+    model = provider.model
+    assert isinstance(model, _Whole)
+    assert model.calls == ["count"]  # the second answer came from the cache

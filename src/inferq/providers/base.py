@@ -16,7 +16,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
-from langchain_core.globals import get_debug
+from langchain_core.caches import BaseCache
+from langchain_core.globals import get_debug, get_llm_cache
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -89,6 +90,7 @@ class ChatModelProvider(ABC):
     params: Mapping[str, Any] = field(default_factory=dict)
     _model: BaseChatModel | None = field(default=None, init=False, repr=False)
     _direct: bool = field(default=False, init=False, repr=False)
+    _direct_whole: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
@@ -140,6 +142,7 @@ class ChatModelProvider(ABC):
             if self._model is None:
                 self._model = self.build_chat_model()
                 self._direct = streams_directly(self._model)
+                self._direct_whole = generates_directly(self._model)
             return self._model
 
     def stream(
@@ -211,8 +214,8 @@ class ChatModelProvider(ABC):
     ) -> Iterator[StreamEvent]:
         """One non-streaming call, told as one Delta and the Finish."""
         try:
-            message = self.model.invoke(
-                to_langchain_messages(request), stop=request.stop, **self.call_kwargs(request)
+            message = self._message(
+                to_langchain_messages(request), request.stop, self.call_kwargs(request)
             )
         except ProviderError:
             raise
@@ -234,6 +237,18 @@ class ChatModelProvider(ABC):
             completion_tokens=completion_tokens,
         )
 
+    def _message(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> BaseMessage:
+        model = self.model
+        if not self._direct_whole:
+            return model.invoke(messages, stop=stop, **kwargs)
+        generation = model._generate(messages, stop=stop, **kwargs).generations[0]
+        message = generation.message
+        if generation.generation_info:  # where `invoke` would have put it (a finish reason)
+            message.response_metadata = {**generation.generation_info, **message.response_metadata}
+        return message
+
     def close(self) -> None:
         """Release what the model holds (sockets, weights)."""
         self._model = None
@@ -246,15 +261,43 @@ def streams_directly(model: BaseChatModel) -> bool:
     and metadata on every chunk, and all chunks merged into one generation at the end,
     for callbacks to see. inferq passes no callbacks (its traces are OpenTelemetry
     spans), and that bookkeeping was half the CPU of a 20-chunk stream of the simulated
-    model (0.64 of 1.23 ms). So it is skipped when nothing would see it: no callbacks,
-    verbose or debug output, LangSmith tracing (read when the model is built), or rate
-    limiter on the model, and the model streams by itself (its `_stream` is its own and
-    streaming is not disabled, the cases where `stream` would call `invoke`).
+    model (0.64 of 1.23 ms). So it is skipped when nothing would see it (`_wrapper_unneeded`)
+    and the model streams by itself (its `_stream` is its own and streaming is not
+    disabled, the cases where `stream` would call `invoke`).
     """
     return (
         type(model)._stream is not BaseChatModel._stream
         and not model.disable_streaming
-        and model.rate_limiter is None
+        and _wrapper_unneeded(model)
+    )
+
+
+def generates_directly(model: BaseChatModel) -> bool:
+    """Whether a whole call may call the model's own `_generate` rather than `invoke`.
+
+    The same bookkeeping wraps `invoke`: through `OpenAIProvider` against a local mock,
+    a whole call cost 671 µs of CPU that way and 477 calling `_generate` (a non-stream
+    job's whole provider call, paid in the worker under one GIL). Skipped when nothing
+    would see it, no LangChain cache would answer or keep the call, and the model would
+    not stream on its own (`streaming=True` makes `invoke` stream and merge the chunks).
+    """
+    cache = model.cache
+    cached = (
+        cache is True
+        or isinstance(cache, BaseCache)
+        or (cache is None and get_llm_cache() is not None)
+    )
+    return (
+        _wrapper_unneeded(model) and not cached and getattr(model, "streaming", False) is not True
+    )
+
+
+def _wrapper_unneeded(model: BaseChatModel) -> bool:
+    """LangChain's wrapper would do nothing anyone sees: no callbacks, verbose or debug
+    output, LangSmith tracing (read when the model is built), rate limiter, or v1 output
+    on the model."""
+    return (
+        model.rate_limiter is None
         and not model.callbacks
         and not model.verbose
         and model.output_version != "v1"
