@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -48,6 +49,12 @@ def test_gemma_job_is_accepted_at_once_and_polls_to_real_text(service: Service) 
     assert done["metadata"] == {"ticket": "42"}
     assert done["attempts"] == 1
     assert done["started_at"] and done["finished_at"] >= done["started_at"]
+    # The model ran inside the worker: its circuit is this host's, not every host's.
+    with service.client() as client:
+        breakers = client.get("/v1/admin/breakers").json()["data"]
+    gemma = [b for b in breakers if b["endpoint"].startswith("llamacpp:gemma-3-270m")]
+    assert [b["endpoint"] for b in gemma] == [f"llamacpp:gemma-3-270m@{socket.gethostname()}"]
+    assert gemma[0]["state"] == "closed" and gemma[0]["calls"] >= 1
 
 
 def test_same_prompt_at_temperature_zero_with_seed_gives_the_same_text(service: Service) -> None:

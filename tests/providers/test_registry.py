@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +109,34 @@ models:
         "sim": "io",
         "pinned": "local",
     }
+
+
+def test_a_model_run_in_the_worker_has_a_breaker_endpoint_per_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = """
+models:
+  gemma: {provider: llamacpp}
+  served: {provider: llamacpp, breaker_endpoint: gpu-box}
+  remote: {provider: openai, params: {model: m, base_url: 'http://10.0.0.5:8000/v1'}}
+  cloud: {provider: anthropic, params: {model: m}}
+  sim: {provider: sim}
+"""
+    registry = ModelRegistry.parse(text, "inline")
+    endpoints = {}
+    for host in ("host-a", "host-b"):
+        monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
+        endpoints[host] = {spec.name: spec.endpoint for spec in registry.specs()}
+    assert endpoints["host-a"] == {
+        "gemma": "llamacpp:gemma@host-a",
+        "served": "gpu-box",  # named in the registry: as written
+        "remote": "openai:http://10.0.0.5:8000/v1",
+        "cloud": "anthropic:cloud",
+        "sim": "sim:sim",
+    }
+    # Only the in-process model's circuit differs from host to host.
+    changed = {n for n, e in endpoints["host-b"].items() if e != endpoints["host-a"][n]}
+    assert changed == {"gemma"} and endpoints["host-b"]["gemma"] == "llamacpp:gemma@host-b"
 
 
 def test_optional_limits_are_kept_on_the_spec() -> None:

@@ -85,6 +85,9 @@ class ChatModelProvider(ABC):
     # providers whose calls must stop on cancel or deadline mid-generation (a streamed
     # call checks between chunks; a whole call only before and after).
     whole_calls: ClassVar[bool] = True
+    # Whether the model runs inside the worker process. Its failures are then this host's
+    # (a bad file, no memory), and the circuit breaker keeps one circuit per host for it.
+    in_process: ClassVar[bool] = False
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)

@@ -243,6 +243,7 @@ class LlamaCppProvider(ChatModelProvider):
     default_pool: ClassVar[str] = "local"
     # Generation runs here, token by token: a cancel or deadline must stop it midway.
     whole_calls: ClassVar[bool] = False
+    in_process: ClassVar[bool] = True
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Mapping
 from importlib import resources
@@ -101,11 +102,18 @@ class ModelSpec(BaseModel):
 
     @property
     def endpoint(self) -> str:
-        """What the circuit breaker tracks: the upstream server, else the model itself."""
+        """What the circuit breaker tracks: the upstream server, else the model itself;
+        for a model run in the worker process, the model on this host: one host's broken
+        file must not open the circuit of the hosts whose copy works."""
         if self.breaker_endpoint:
             return self.breaker_endpoint
         base_url = self.params.get("base_url")
-        return f"{self.provider}:{base_url}" if base_url else f"{self.provider}:{self.name}"
+        if base_url:
+            return f"{self.provider}:{base_url}"
+        provider = PROVIDERS.get(self.provider)
+        if self.kind == "chat" and provider is not None and provider.in_process:
+            return f"{self.provider}:{self.name}@{socket.gethostname()}"
+        return f"{self.provider}:{self.name}"
 
 
 class Price(BaseModel):

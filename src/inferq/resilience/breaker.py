@@ -6,8 +6,10 @@
         a probe succeeds ──▶ closed        a probe fails ──▶ open again
 
 Only real traffic feeds it: no synthetic probes that would cost money. Each transition
-is one Lua script, so workers on many machines agree on the state. The window is fixed
-(counters reset every `window_seconds`), which is simple and bounded.
+is one Lua script, so workers on many machines agree on the state (a model run inside
+the worker has an endpoint per host, `ModelSpec.endpoint`: its failures are that
+host's). The window is fixed (counters reset every `window_seconds`), which is simple
+and bounded.
 
 A worker that found the circuit closed trusts that answer for `closed_trust_seconds`:
 the calls it starts meanwhile are counted in the process and go to Redis with its next
