@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any, cast
 
 import llama_cpp
 
@@ -23,13 +25,14 @@ def generate(llm: llama_cpp.Llama, prompt: str, tokens: int) -> dict[str, float]
     # not depend on the job before it); so does the baseline. Left in place, the previous
     # run's cache of this same prompt would skip the prompt's evaluation: 12 ms less to the
     # first token here, a saving that only a benchmark repeating one prompt would see.
-    llm.reset()
+    llm.reset()  # type: ignore[no-untyped-call]
     start = time.perf_counter()
     first: float | None = None
     count = 0
-    for chunk in llm.create_completion(
+    chunks = llm.create_completion(
         prompt, stream=True, max_tokens=tokens, temperature=0.0, stop=[]
-    ):
+    )
+    for chunk in cast("Iterator[dict[str, Any]]", chunks):
         choice = chunk["choices"][0]
         if choice["text"]:
             first = first or time.perf_counter()

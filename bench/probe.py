@@ -98,8 +98,10 @@ def _job_times(database_url: str) -> str:
     engine.dispose()
     waits = [(r.started_at - r.created_at).total_seconds() for r in rows if r.started_at]
     runs = [(r.finished_at - r.started_at).total_seconds() for r in rows if r.started_at]
-    return (f"queue wait p50 {percentile(waits, 50) * 1000:.1f} ms, run p50 "
-            f"{percentile(runs, 50) * 1000:.1f} ms ({len(rows)} jobs)") if rows else "no jobs"
+    if not rows:
+        return "no jobs"
+    wait, run = percentile(waits, 50) or 0.0, percentile(runs, 50) or 0.0
+    return f"queue wait p50 {wait * 1000:.1f} ms, run p50 {run * 1000:.1f} ms ({len(rows)} jobs)"
 
 
 def s1(ctx: Context, args: argparse.Namespace) -> None:
