@@ -14,6 +14,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from inferq.api.problems import redis_refuses
 from inferq.db.engine import sync_url
 from inferq.db.migrate import upgrade
 from tests.api.test_jobs import submit
@@ -129,6 +130,62 @@ def test_redis_down_answers_503_within_a_second_and_recovers_by_itself(tmp_path:
     assert down.headers["content-type"] == "application/problem+json"
     assert ready.status_code == 503
     assert back.status_code == 202
+
+
+def test_a_redis_that_refuses_writes_answers_503_not_500(tmp_path: Path) -> None:
+    """A full Redis (maxmemory reached, no eviction) answers OOM to writes. A submit is
+    refused at the publish: 503, and its row ends failed rather than queued for ever. A
+    cancel cannot write the job's terminal event: 503, the store is unavailable (both
+    were 500s). Jobs are accepted again once Redis has room, with no restart."""
+    own = OwnRedis(tmp_path)
+    own.start()
+    svc = Service(tmp_path, own.url, f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None)
+    svc.start_api()  # no worker: accepted jobs stay queued
+    admin = redis.Redis.from_url(own.url)
+    try:
+        with svc.client() as client:
+            queued = client.post("/v1/jobs", json={"model": "sim", "prompt": "up"})
+            assert queued.status_code == 202
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)
+            full = {"model": "sim", "prompt": "full", "metadata": {"case": "full"}}
+            submitted = client.post("/v1/jobs", json=full)
+            cancelled = client.delete(f"/v1/jobs/{queued.json()['id']}")
+            admin.config_set("maxmemory", 0)
+            back = client.post("/v1/jobs", json={"model": "sim", "prompt": "back"})
+            listed = client.get("/v1/jobs", params={"limit": 10}).json()["data"]
+    finally:
+        svc.stop()
+        own.stop()
+    for refused, kind in ((submitted, "queue-unavailable"), (cancelled, "store-unavailable")):
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith(f"/{kind}"), refused.text
+    assert back.status_code == 202
+    assert [job["status"] for job in listed if job["metadata"].get("case") == "full"] == ["failed"]
+
+
+@pytest.mark.parametrize(
+    ("error", "refuses"),
+    [
+        # A Redis in protected mode answers a client from another host so on connect.
+        (redis.ResponseError("DENIED Redis is running in protected mode because ..."), True),
+        (redis.ResponseError("MISCONF Redis is configured to save RDB snapshots, but ..."), True),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), True),
+        (
+            redis.ResponseError(
+                "Error running script (call to f_3b4d): @user_script:4: -OOM "
+                "command not allowed when used memory > 'maxmemory'."
+            ),
+            True,
+        ),
+        (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+        (redis.ResponseError("ERR unknown command 'FOO'"), False),
+    ],
+)
+def test_which_redis_replies_are_refusals(error: Exception, refuses: bool) -> None:
+    """A refusal is the server's state (503); any other error reply is a bug (500)."""
+    assert redis_refuses(error) is refuses
 
 
 @pytest.mark.skipif(postgres_url() is None, reason="needs INFERQ_TEST_DATABASE_URL (PostgreSQL)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import redis
@@ -125,6 +126,38 @@ async def _on_store_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Replies with which a Redis server refuses work it would do in another state: full
+# (OOM), a read-only replica, no replicas to write to, protected mode (DENIED), a failed
+# snapshot (MISCONF), a busy script, a cluster in transition. The service is unavailable
+# then, not broken: 503 like an unreachable Redis. redis-py gives some their own class
+# (and drops the code from the message); the others keep the code as the first word, or
+# after a dash inside a script's error ("@user_script:4: -OOM command not allowed ...").
+REDIS_REFUSALS = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+REDIS_REFUSAL_REPLY = re.compile(
+    r"(?:^|-)(?:OOM|READONLY|NOREPLICAS|MASTERDOWN|DENIED|MISCONF|BUSY|TRYAGAIN|CLUSTERDOWN) "
+)
+
+
+def redis_refuses(exc: Exception) -> bool:
+    """Whether a Redis error reply says the server refuses for now (see above)."""
+    return isinstance(exc, REDIS_REFUSALS) or bool(REDIS_REFUSAL_REPLY.search(str(exc)))
+
+
+async def _on_redis_reply_error(request: Request, exc: Exception) -> JSONResponse:
+    if not redis_refuses(exc):
+        return await _on_unexpected(request, exc)
+    log.warning("backing store refuses: %s: %s", type(exc).__name__, exc)
+    return problem_response(
+        StoreUnavailable(f"{type(exc).__name__}: the store refuses requests"), request
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(InferqError("an unexpected error occurred"), request)
@@ -144,4 +177,5 @@ def install(app: FastAPI) -> None:
         TimeoutError,
     ):
         app.add_exception_handler(store_error, _on_store_error)
+    app.add_exception_handler(redis.ResponseError, _on_redis_reply_error)
     app.add_exception_handler(Exception, _on_unexpected)

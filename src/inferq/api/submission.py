@@ -56,13 +56,22 @@ async def submit(
         job = await services.jobs.insert(new)
         await publish(services, job.id, pool, new.priority)
     except Exception:
-        await services.admission.release(new.key_id, new.id)
+        await _release(services, new)
         raise
     JOBS_SUBMITTED.labels(new.model, new.priority).inc()
     events.info(
         "job.queued", job_id=job.id, key_id=new.key_id, model=new.model, priority=new.priority
     )
     return job
+
+
+async def _release(services: Services, new: NewJob) -> None:
+    """Give back a refused job's admission, never hiding why it was refused: a Redis that
+    refused the publish may refuse this too (full, read-only)."""
+    try:
+        await services.admission.release(new.key_id, new.id)
+    except Exception as exc:
+        log.warning("could not release the admission of job %s: %s", new.id, exc)
 
 
 async def admit(services: Services, caller: Caller, job_id: str, reserve_tokens: int) -> None:
