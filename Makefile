@@ -13,7 +13,7 @@ NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 export CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
 endif
 
-.PHONY: run test test-slow chaos bench bench-quick lint format clean
+.PHONY: run test test-slow test-container chaos bench bench-quick lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: $(VENV)/.installed-dev
 ## Load and soak tests only.
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -m slow
+
+## Build the Docker image and run its processes against Redis and the test database
+## (needs Docker or Podman; INFERQ_TEST_IMAGE skips the build).
+test-container: $(VENV)/.installed-dev
+	$(BIN)/pytest -m container tests/test_container.py
 
 ## The chaos test at full size (500 jobs), three times in a row.
 chaos: $(VENV)/.installed-dev
