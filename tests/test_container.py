@@ -215,3 +215,32 @@ def _a_gemma_stream_answers(client: httpx.Client) -> None:
         for choice in json.loads(data)["choices"]:
             text += choice["delta"].get("content") or ""
     assert text.strip()
+
+
+def test_one_container_runs_the_whole_service(image: str, tmp_path: Path) -> None:
+    """`docker run -p 8000:8000 inferq serve`: the API, both workers and an embedded Redis
+    in one container, SQLite under /data; SIGTERM stops them all and exits 0."""
+    engine = container_engine()
+    assert engine is not None
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    env = {
+        "INFERQ_PORT": str(free_port()),
+        "INFERQ_BOOTSTRAP_KEY": "iq_serve_" + secrets.token_urlsafe(12),
+    }
+    running = Containers(engine, image, env, data)
+    url = f"http://127.0.0.1:{env['INFERQ_PORT']}"
+    headers = {"Authorization": f"Bearer {env['INFERQ_BOOTSTRAP_KEY']}"}
+    try:
+        serve = running.start("serve", "serve")
+        wait_for(lambda: _ready(url), timeout=120)
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            _a_sim_job_succeeds(client)
+        assert running.stop(serve) == 0
+        assert (data / "inferq.db").exists()
+    except BaseException:
+        print(running.logs())
+        raise
+    finally:
+        running.remove()
