@@ -147,6 +147,10 @@ def test_the_image_runs_every_process_and_serves_jobs(containers: Containers) ->
     migrated = containers.run("migrate")
     assert migrated.returncode == 0, migrated.stderr
     assert "database is up to date" in migrated.stdout
+    # How a deployment without a bootstrap key gets its first key (deploy/kubernetes).
+    created = containers.run("keys", "create", "--name", "app", "--admin")
+    assert created.returncode == 0, created.stderr
+    made_key = created.stdout.strip().splitlines()[-1]
 
     containers.start("api", "api")
     # As deploy/kubernetes runs it: the worker's own metrics port, its liveness probe.
@@ -167,6 +171,8 @@ def test_the_image_runs_every_process_and_serves_jobs(containers: Containers) ->
             metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
             assert 'inferq_jobs_finished_total{model="sim",outcome="succeeded"} 1.0' in metrics
             _a_gemma_stream_answers(client)
+            mine = client.get("/v1/jobs", headers={"Authorization": f"Bearer {made_key}"})
+            assert mine.status_code == 200 and mine.json()["data"] == []
             bad = client.post("/v1/jobs", json={"model": "no-such-model", "messages": []})
             assert bad.status_code == 422
             assert bad.headers["content-type"] == "application/problem+json"
