@@ -70,8 +70,9 @@ def launches(monkeypatch: pytest.MonkeyPatch) -> Launches:
 
 def setting_names() -> set[str]:
     names = set()
+    prefix = Settings.model_config.get("env_prefix", "")
     for name, field in Settings.model_fields.items():
-        names.add(f"INFERQ_{name.upper()}")
+        names.add(f"{prefix}{name}".upper())
         if isinstance(field.validation_alias, AliasChoices):
             names.update(str(c).upper() for c in field.validation_alias.choices)
     return names
