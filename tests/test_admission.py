@@ -94,6 +94,40 @@ def test_active_jobs_cap_frees_a_slot_when_a_job_ends(two_apis: tuple[Service, l
         assert client.post("/v1/jobs", json={"model": "sim", "prompt": "again"}).status_code == 202
 
 
+def test_a_slot_whose_job_never_reached_the_database_is_freed_after_the_window(
+    two_apis: tuple[Service, list[str]],
+) -> None:
+    # A submit whose insert failed and whose slot could not be given back either (Redis
+    # and the database failing together) leaves a slot with no job row. Planted here:
+    # while its reservation is inside the window its job may still be on its way to the
+    # database, so it is kept; once out of it, it is freed at the key's next refusal.
+    import redis
+
+    service, _ = two_apis
+    key = service.create_key("--max-jobs", "2")
+    direct = redis.Redis.from_url(service.redis_url)
+    with service.client(key) as client:
+        held = submit(client, model="sim", prompt="holds a slot")  # no workers: stays queued
+        active = next(
+            name
+            for name in direct.scan_iter("inferq:rate:*:active")
+            if direct.sismember(name, held["id"])
+        )
+        tokens, checked = (active.replace(b":active", part) for part in (b":tokens", b":checked"))
+        seconds, micros = direct.time()
+        direct.sadd(active, "on-its-way")
+        direct.zadd(tokens, {"on-its-way": seconds * 1000 + micros // 1000})
+        kept = client.post("/v1/jobs", json={"model": "sim", "prompt": "third"})
+        direct.zrem(tokens, "on-its-way")  # as if admitted a window ago
+        direct.delete(checked)  # slots are looked at once per 5 s per key
+        freed = client.post("/v1/jobs", json={"model": "sim", "prompt": "third again"})
+        full = client.post("/v1/jobs", json={"model": "sim", "prompt": "fourth"})
+    assert kept.status_code == 429 and kept.json()["limit"] == "active_jobs", kept.text
+    assert freed.status_code == 202, freed.text
+    assert full.status_code == 429  # the real jobs' slots were kept
+    assert not direct.sismember(active, "on-its-way")
+
+
 def test_limits_changed_with_the_cli_take_effect(two_apis: tuple[Service, list[str]]) -> None:
     import subprocess
     import sys

@@ -136,14 +136,16 @@ def test_a_redis_that_refuses_writes_answers_503_not_500(tmp_path: Path) -> None
     """A full Redis (maxmemory reached, no eviction) answers OOM to writes. A submit is
     refused at the publish: 503, and its row ends failed rather than queued for ever. A
     cancel cannot write the job's terminal event: 503, the store is unavailable (both
-    were 500s). Jobs are accepted again once Redis has room, with no restart."""
+    were 500s). Jobs are accepted again once Redis has room, with no restart, and the
+    refused job's active-job slot, which the full Redis would not give back, is freed
+    (the key may have two jobs: one queued, one refused, and a third is accepted)."""
     own = OwnRedis(tmp_path)
     own.start()
     svc = Service(tmp_path, own.url, f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None)
     svc.start_api()  # no worker: accepted jobs stay queued
     admin = redis.Redis.from_url(own.url)
     try:
-        with svc.client() as client:
+        with svc.client(svc.create_key("--max-jobs", "2")) as client:
             queued = client.post("/v1/jobs", json={"model": "sim", "prompt": "up"})
             assert queued.status_code == 202
             admin.config_set("maxmemory-policy", "noeviction")
@@ -161,8 +163,9 @@ def test_a_redis_that_refuses_writes_answers_503_not_500(tmp_path: Path) -> None
         assert refused.status_code == 503, refused.text
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["type"].endswith(f"/{kind}"), refused.text
-    assert back.status_code == 202
+    assert back.status_code == 202, back.text
     assert [job["status"] for job in listed if job["metadata"].get("case") == "full"] == ["failed"]
+    assert "could not release the admission" in (tmp_path / "api.log").read_text()
 
 
 @pytest.mark.parametrize(
@@ -425,3 +428,40 @@ def test_a_job_event_stream_whose_worker_loses_redis_repairs_the_text_before_don
     assert final["status"] == "succeeded" and final["attempts"] == 1, final
     assert events[-3:] == ["reset", "delta", "done"], events
     assert text == final["output"]["text"] and len(text.split()) == 60
+
+
+def test_a_whole_completion_whose_worker_loses_redis_is_answered_and_frees_its_slot(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    # The worker saves the job, then writes its terminal event, in whose transaction the
+    # key's active-job slot is freed. Cut off from Redis, it writes neither: the waiting
+    # client got its answer only when the sync wait ran out (here 60 s: the client's
+    # timeout first), and a key with one active job was refused with 429 for good.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inferq import redis_keys
+
+    body = {"model": "sim-slow", "messages": [{"role": "user", "content": "cut"}]}
+    with _worker_redis_behind_proxy(tmp_path, redis_dbs) as (svc, proxy, direct):
+        key = svc.create_key("--max-jobs", "1")
+        with svc.client(key) as client, ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(client.post, "/v1/chat/completions", json=body, timeout=60)
+            running = wait_for(
+                lambda: client.get("/v1/jobs", params={"status": "running"}).json()["data"], 30
+            )
+            proxy.cut()
+            cut_at = time.monotonic()
+            response = answer.result()
+            answered_after = time.monotonic() - cut_at
+            job = running[0]  # type: ignore[index]
+            final = client.get(f"/v1/jobs/{job['id']}").json()
+            stream = direct.xrange(redis_keys.job_stream(job["id"]))
+            retried = client.post("/v1/jobs", json={"model": "sim", "prompt": "next"})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == final["output"]["text"]
+    assert final["status"] == "succeeded" and final["attempts"] == 1, final
+    assert stream == []  # the scenario: no terminal event was written
+    # sim-slow ends about 4 s after it started; the row is read within 2-6 s after that.
+    assert answered_after < 15, answered_after
+    assert retried.status_code == 202, retried.text
+    assert "freed 1 active-job slots" in (tmp_path / "api.log").read_text()

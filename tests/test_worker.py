@@ -198,8 +198,8 @@ def lose_first_recover_answer(store: ClaimStore, tries: list[str]) -> None:
 
     recover = store.recover
 
-    def committed_then_lost(job_id: str, worker_id: str, max_claims: int) -> Job | None:
-        job = recover(job_id, worker_id, max_claims)
+    def committed_then_lost(job_id: str, worker_id: str, *more: object) -> Job | None:
+        job = recover(job_id, worker_id, *more)
         tries.append(job.status if job else "none")
         if len(tries) == 1:
             raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("connection reset"))
@@ -300,3 +300,21 @@ def test_a_running_jobs_message_is_held_unacked_until_the_job_ends(bare_service:
         assert broker.zcard("unacked_index") == 1
         assert wait_terminal(client, job["id"])["status"] == "succeeded"
     wait_for(lambda: broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0, timeout=5)
+
+
+def test_a_job_handed_back_until_out_of_attempts_says_why(bare_service: Service) -> None:
+    import redis
+
+    def broken(claimed, writer, stop):  # type: ignore[no-untyped-def]
+        raise redis.ConnectionError("Connection closed by server.")
+
+    with runner_in_process(bare_service, broken) as runner, bare_service.client() as client:
+        job = submit(client, model="sim", prompt="never gets through")
+        for _ in range(3):
+            runner.run(job["id"])
+        final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "failed" and final["attempts"] == 3, final
+    # Not "the worker died": it did not, and the operator would look in the wrong place.
+    assert final["error"]["message"] == (
+        "Redis or the database failed under the job 3 times running this job"
+    )

@@ -119,11 +119,24 @@ def _keys(key_id: str) -> list[str]:
     return [redis_keys.rate(key_id, part) for part in ("requests", "tokens", "amounts", "active")]
 
 
+@dataclass(frozen=True)
+class Slot:
+    """An active-job slot, and whether it was taken inside the window (its job may still
+    be on its way into the database)."""
+
+    job_id: str
+    recent: bool
+
+
 class Admission:
     """API side: take a slot (or refuse) before a job is stored."""
 
-    def __init__(self, client: aioredis.Redis, window_ms: int = WINDOW_MS) -> None:
+    def __init__(
+        self, client: aioredis.Redis, window_ms: int = WINDOW_MS, check_every_ms: int = 5_000
+    ) -> None:
+        self.client = client
         self.window_ms = window_ms
+        self.check_every_ms = check_every_ms
         self._admit = client.register_script(ADMIT)
         self._settle = client.register_script(SETTLE)
 
@@ -160,6 +173,29 @@ class Admission:
         """The job ended before a worker saw it (cancelled, or never enqueued)."""
         keys = _keys(key_id)
         await self._settle(keys=[keys[2], keys[3]], args=[job_id, tokens_used])
+
+    async def slots_to_check(self, key_id: str) -> list[Slot]:
+        """The key's active-job slots, for the caller to free those whose jobs ended
+        without freeing them: a terminal event never written (a worker killed between
+        saving a job and telling, or cut off from Redis), a release a full Redis refused.
+        The set has no expiry (a job may wait in the queue for hours), so a lost slot
+        would hold the key below its limit for good.
+
+        Empty if an API process looked within `check_every_ms`: a key at its limit,
+        refused many times a second, costs one look, not one per refusal.
+        """
+        keys = _keys(key_id)
+        checked = redis_keys.rate(key_id, "checked")
+        if not await self.client.set(checked, 1, nx=True, px=self.check_every_ms):
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys[3])
+            pipe.zrange(keys[1], 0, -1)  # reservations inside the window (admit trims it)
+            members, recent = await pipe.execute()
+        return [Slot(m.decode(), m in recent) for m in members]
+
+    async def free_slots(self, key_id: str, job_ids: list[str]) -> None:
+        await self.client.srem(_keys(key_id)[3], *job_ids)
 
 
 def settle_in(pipe: Pipeline, key_id: str, job_id: str, tokens_used: int) -> None:

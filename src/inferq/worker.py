@@ -83,6 +83,10 @@ class Handler(Protocol):
 FinishHook = Callable[[Job], None]
 
 
+# How a job out of attempts that this worker handed back says why (not "the worker died").
+HANDED_BACK = "Redis or the database failed under the job"
+
+
 class InfrastructureError(Exception):
     """Redis or the database failed under a running job, which goes back to the queue."""
 
@@ -220,7 +224,7 @@ class JobRunner:
         """running → queued and published again (or ended, out of attempts)."""
         worker, cap = self.ctx.worker_id, self.ctx.settings.max_attempts
         job = self.until_reachable(
-            lambda: self.store.recover(claimed.id, worker, cap),
+            lambda: self.store.recover(claimed.id, worker, cap, HANDED_BACK),
             lambda: self.store.handed_back(claimed.id, worker),
             f"job {claimed.id}: handing it back",
         )

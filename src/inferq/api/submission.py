@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
@@ -14,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from inferq.admission import estimate_prompt_tokens
+from inferq.admission import Decision, estimate_prompt_tokens
 from inferq.errors import JobNotFound, JobPending, Overloaded, QueueUnavailable, RateLimited
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
@@ -82,18 +83,24 @@ async def admit(services: Services, caller: Caller, job_id: str, reserve_tokens:
         ADMISSION_REJECTIONS.labels("queue_full").inc()
         raise Overloaded("the queue is full; try again shortly", headers={"Retry-After": "5"})
     limits = caller.limits
-    decision = await services.admission.admit(
-        caller.key_id,
-        job_id,
-        reserve_tokens,
-        rpm=limits.rpm if limits.rpm is not None else settings.default_rpm_limit,
-        tpm=limits.tpm if limits.tpm is not None else settings.default_tpm_limit,
-        max_active=(
-            limits.max_active_jobs
-            if limits.max_active_jobs is not None
-            else settings.default_max_active_jobs
-        ),
-    )
+
+    async def decide() -> Decision:
+        return await services.admission.admit(
+            caller.key_id,
+            job_id,
+            reserve_tokens,
+            rpm=limits.rpm if limits.rpm is not None else settings.default_rpm_limit,
+            tpm=limits.tpm if limits.tpm is not None else settings.default_tpm_limit,
+            max_active=(
+                limits.max_active_jobs
+                if limits.max_active_jobs is not None
+                else settings.default_max_active_jobs
+            ),
+        )
+
+    decision = await decide()
+    if decision.limit_name == "active_jobs" and await _free_lost_slots(services, caller.key_id):
+        decision = await decide()
     if not decision.admitted:
         ADMISSION_REJECTIONS.labels(decision.limit_name).inc()
         raise RateLimited(
@@ -101,6 +108,26 @@ async def admit(services: Services, caller: Caller, job_id: str, reserve_tokens:
             headers=decision.headers(),
             limit=decision.limit_name,
         )
+
+
+async def _free_lost_slots(services: Services, key_id: str) -> bool:
+    """Free the key's active-job slots whose jobs have ended (the row says so) or never
+    reached the database (taken a window ago, no row); True if any was freed."""
+    slots = await services.admission.slots_to_check(key_id)
+    if not slots:
+        return False
+    statuses = await services.jobs.statuses(key_id, [slot.job_id for slot in slots])
+    lost = [
+        slot.job_id
+        for slot in slots
+        if statuses.get(slot.job_id) in TERMINAL_STATUSES
+        or (slot.job_id not in statuses and not slot.recent)
+    ]
+    if not lost:
+        return False
+    await services.admission.free_slots(key_id, lost)
+    log.warning("key %s: freed %d active-job slots of jobs that had ended", key_id, len(lost))
+    return True
 
 
 async def publish(services: Services, job_id: str, pool: str, priority: str) -> None:
@@ -177,17 +204,29 @@ async def answer_once(
 async def wait_finished(
     services: Services, key_id: str, job_id: str, headers: dict[str, str]
 ) -> Job:
-    """The finished job, or JobPending naming it once the configured wait is over."""
-    final = await wait_terminal(services.redis, job_id, services.settings.sync_wait_seconds)
-    if final is None:
-        # The terminal event may be missing (stream expired, worker died between its
-        # writes): the row is the truth.
+    """The finished job, or JobPending naming it once the configured wait is over.
+
+    The terminal event may never come (a worker cut off from Redis, or killed between
+    saving the job and telling; an expired stream): the row is the truth, read after 2 s
+    without the event, then at doubling intervals up to 16 s. Read only at the end of the
+    wait, a job finished in seconds kept its client for the whole wait (120 s).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + services.settings.sync_wait_seconds
+    step = 2.0
+    while True:
+        left = deadline - loop.time()
+        final = await wait_terminal(services.redis, job_id, max(min(step, left), 0.0))
+        if final is not None:
+            return final
         row = await services.jobs.get(key_id, job_id)
-        if row is None or row.status not in TERMINAL_STATUSES:
-            raise JobPending(
-                f"job {job_id} is still running; poll /v1/jobs/{job_id} for its result",
-                headers=headers,
-                job_id=job_id,
-            )
-        final = row
-    return final
+        if row is not None and row.status in TERMINAL_STATUSES:
+            return row
+        if deadline - loop.time() <= 0:
+            break
+        step = min(step * 2, 16.0)
+    raise JobPending(
+        f"job {job_id} is still running; poll /v1/jobs/{job_id} for its result",
+        headers=headers,
+        job_id=job_id,
+    )

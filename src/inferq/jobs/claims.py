@@ -223,8 +223,11 @@ class ClaimStore:
         with self.engine.connect() as conn:
             return [(r.id, r.worker_id) for r in conn.execute(query)]
 
-    def recover(self, job_id: str, worker_id: str, max_claims: int) -> Job | None:
+    def recover(
+        self, job_id: str, worker_id: str, max_claims: int, why: str = "the worker died"
+    ) -> Job | None:
         """A dead worker's job: back to queued, or ended if cancelled or out of attempts.
+        `why` says what ended each run, in the error of a job out of attempts.
 
         Returns the job as it now is, or None if it had already moved on.
         """
@@ -248,7 +251,7 @@ class ClaimStore:
                     "status": "failed",
                     "error_type": "worker_lost",
                     "finished_at": utcnow(),
-                    "error_message": f"the worker died {row.claims} times running this job",
+                    "error_message": f"{why} {row.claims} times running this job",
                 }
             else:
                 values = {"status": "queued", "worker_id": None}

@@ -155,6 +155,18 @@ class JobStore:
             row = (await conn.execute(query)).first()
         return Job.from_row(row) if row else None
 
+    async def statuses(self, key_id: str, job_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of this key's jobs among `job_ids` that exists."""
+        found: dict[str, str] = {}
+        async with self.engine.connect() as conn:
+            for start in range(0, len(job_ids), 500):  # bounded IN lists
+                chunk = job_ids[start : start + 500]
+                query = sa.select(jobs.c.id, jobs.c.status).where(
+                    jobs.c.key_id == key_id, jobs.c.id.in_(chunk)
+                )
+                found.update({row.id: row.status for row in await conn.execute(query)})
+        return found
+
     async def list(
         self, key_id: str, status: str | None, cursor: tuple[datetime, str] | None, limit: int
     ) -> tuple[Sequence[Job], str | None]:

@@ -18,6 +18,10 @@ before it. Asking on every call was a Redis round trip per job (170 µs of a wor
 and 0.2 ms of the job's time, about 2 % of a job, measured on a slow machine).
 The price: a circuit another worker opened is seen that much later.
 
+A worker that cannot reach Redis lets calls go ahead (fails open) and counts them with
+its next question once Redis answers: the breaker protects the provider, and a provider
+call needs no Redis.
+
 The failure rate is failures over calls *started* in the window, not over calls
 finished: a failure (a 503, a refused connection) comes back in milliseconds while a
 success streams for seconds, so a rate over finished calls is all failures for the
@@ -27,6 +31,7 @@ running counts as not failed until it fails.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -38,6 +43,9 @@ import redis.asyncio as aioredis
 
 from inferq import redis_keys
 from inferq.config import Settings
+from inferq.failure_log import FailureLog
+
+log = logging.getLogger(__name__)
 
 _NOW = """
 local t = redis.call('TIME')
@@ -168,6 +176,7 @@ class CircuitBreaker:
         self._closed_until: dict[str, float] = {}
         # endpoint → calls started under that trust and not yet counted in Redis
         self._uncounted: dict[str, int] = {}
+        self._unreachable = FailureLog(log, "circuit breaker (Redis); calls go ahead")
 
     def allow(self, endpoint: str) -> bool:
         """May a call to `endpoint` go ahead now? (In half-open, it takes a probe slot.)"""
@@ -193,9 +202,17 @@ class CircuitBreaker:
                     uncounted + 1,
                 ],
             )
+        except redis.RedisError as exc:
+            # Fail open: the breaker guards the provider, and the call does not need
+            # Redis (its text reaches the client from the job row). Refusing every call
+            # handed each job back at once, three times in milliseconds, and failed it.
+            self._give_back_uncounted(endpoint, uncounted + 1)
+            self._unreachable.failed(exc)
+            return Entry(0.0, probe=False)
         except BaseException:
             self._give_back_uncounted(endpoint, uncounted)
             raise
+        self._unreachable.worked()
         self._trust(endpoint, _text(state), now)
         if int(allowed):
             return Entry(0.0, probe=_text(state) == "half_open")
@@ -219,9 +236,15 @@ class CircuitBreaker:
                     ],
                 )
             )
+        except redis.RedisError as exc:
+            # This outcome goes uncounted; the calls started before it are kept.
+            self._give_back_uncounted(endpoint, uncounted)
+            self._unreachable.failed(exc)
+            return "unknown"
         except BaseException:
             self._give_back_uncounted(endpoint, uncounted)
             raise
+        self._unreachable.worked()
         if state != "closed":
             self._trust(endpoint, state, 0.0)
         return state
