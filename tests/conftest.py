@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import yaml
 
 from inferq.db.migrate import upgrade
 from inferq.embedded_redis import EmbeddedRedis
@@ -23,6 +26,24 @@ TESTS = Path(__file__).resolve().parent
 LOCAL_REDIS = "redis://127.0.0.1:6379"
 # How long a service under test trusts a key lookup (the default is 5 s).
 KEY_CACHE_SECONDS = 1.0
+MODELS = TESTS / "models.yaml"
+
+
+@functools.cache
+def models_without_local_embeddings() -> Path:
+    """tests/models.yaml less the embedding models a worker loads in process: an io worker
+    that loads all-MiniLM (PyTorch, sentence-transformers) starts in 6 s of CPU instead of
+    2, and most tests start workers of their own that never embed. The shared `service`,
+    which the embedding tests use, keeps them."""
+    registry = yaml.safe_load(MODELS.read_text())
+    registry["models"] = {
+        name: spec
+        for name, spec in registry["models"].items()
+        if spec.get("provider") != "sentence_transformers"
+    }
+    path = Path(tempfile.mkdtemp(prefix="inferq-tests-")) / "models.yaml"
+    path.write_text(yaml.safe_dump(registry))
+    return path
 
 
 def free_port() -> int:
@@ -150,6 +171,7 @@ class Service:
         database_url: str,
         broker_url: str | None,
         extra_env: dict[str, str] | None = None,
+        models_file: Path | None = None,
     ) -> None:
         self.root = root
         self.key = "iq_test_" + secrets.token_urlsafe(16)
@@ -161,7 +183,7 @@ class Service:
             "INFERQ_DATA_DIR": str(root),
             "INFERQ_REDIS_URL": redis_url,
             "INFERQ_DATABASE_URL": database_url,
-            "INFERQ_MODELS_FILE": str(TESTS / "models.yaml"),
+            "INFERQ_MODELS_FILE": str(models_file or models_without_local_embeddings()),
             "INFERQ_BOOTSTRAP_KEY": self.key,
             "INFERQ_PORT": str(self.port),
             "INFERQ_TEST_SIM_RECORD": str(self.sim_record),
@@ -279,8 +301,9 @@ def start_service(
     broker_url: str | None = None,
     workers: tuple[tuple[str, int], ...] = (("io", 32), ("local", 1)),
     extra_env: dict[str, str] | None = None,
+    models_file: Path | None = None,
 ) -> Service:
-    service = Service(tmp, redis_url, database_url, broker_url, extra_env)
+    service = Service(tmp, redis_url, database_url, broker_url, extra_env, models_file)
     service.start_api()
     for pool, concurrency in workers:
         service.start_worker(pool, concurrency)
@@ -341,7 +364,7 @@ def service(
         database_url, pg_name = fresh_postgres(admin)
     else:
         database_url = f"sqlite:///{tmp / 'inferq.db'}"
-    svc = start_service(tmp, redis_dbs.allocate(), database_url)
+    svc = start_service(tmp, redis_dbs.allocate(), database_url, models_file=MODELS)
     try:
         yield svc
     finally:

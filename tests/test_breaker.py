@@ -108,13 +108,14 @@ def test_a_circuit_another_worker_opened_is_seen_once_the_trust_runs_out(
 
 def test_without_redis_calls_go_ahead_and_are_counted_once_it_is_back(redis_url: str) -> None:
     # The breaker guards the provider; a Redis it cannot ask must not stop every call.
+    from inferq.redis_clients import worker_client
     from tests.conftest import free_port
     from tests.tcp_proxy import TcpProxy
 
     parts = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
     proxy = TcpProxy((parts["host"], parts["port"]))
     proxy.port = free_port()
-    client = redis.Redis(port=proxy.port, db=parts.get("db", 0), socket_timeout=2)
+    client = worker_client(f"redis://127.0.0.1:{proxy.port}/{parts.get('db', 0)}", 4, 2.0)
     breaker = CircuitBreaker(client, BreakerConfig(min_calls=10, failure_threshold=0.5))
     entries = [breaker.enter("ep") for _ in range(3)]  # nothing listens on the port yet
     assert all(entry.wait == 0.0 and not entry.probe for entry in entries)

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from inferq.providers.embeddings import SentenceTransformersProvider
-from tests.conftest import RedisDatabases, Service, start_service
+from tests.conftest import MODELS, RedisDatabases, Service, start_service
 from tests.embedding_support import assert_close
 from tests.embedding_support import minilm as direct_minilm
 
@@ -180,6 +180,7 @@ def test_a_wait_past_the_limit_answers_504_naming_the_job(
         f"sqlite:///{tmp_path / 'db.sqlite'}",
         workers=(),
         extra_env={"INFERQ_SYNC_WAIT_SECONDS": "1"},
+        models_file=MODELS,
     )
     try:
         with idle.client() as client:
