@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     # Jobs and their hot data.
     result_ttl_seconds: int = 3600
+    # How long an answer stays in the exact response cache (jobs with `cache: "exact"`).
+    cache_ttl_seconds: int = Field(default=3600, ge=1)
     # Total time a job may take, across attempts and fallbacks (a model may set its own).
     job_timeout_seconds: int = 600
     # How many times a job may be delivered to a worker that then died.

@@ -34,6 +34,11 @@ def batch_dispatched(batch_id: str) -> str:
     return f"{PREFIX}batch:dispatched:{batch_id}"
 
 
+def response_cache(key_id: str, digest: str) -> str:
+    """A cached answer: one API key's, to the request whose hash is `digest`."""
+    return f"{PREFIX}cache:{{{key_id}}}:{digest}"
+
+
 def rate(key_id: str, part: str) -> str:
     """An API key's admission state (`{key_id}` keeps a key's parts in one cluster slot)."""
     return f"{PREFIX}rate:{{{key_id}}}:{part}"

@@ -48,6 +48,7 @@ from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
 from inferq.redis_clients import worker_client
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
+from inferq.response_cache import CachingHandler, ResponseCache
 from inferq.streams import StreamSink, StreamWriter
 from inferq.thread_pool import PrestartedThreadPool
 from inferq.webhooks import runtime as webhook_runtime
@@ -196,7 +197,10 @@ class JobRunner:
         self.finished(job)
 
     def _priced(self, claimed: ClaimedJob, outcome: Outcome) -> Outcome:
-        """The outcome with its cost, at the price of the model that served it."""
+        """The outcome with its cost, at the price of the model that served it (none
+        for an answer from the response cache)."""
+        if outcome.cached:
+            return replace(outcome, cost_usd=0.0)
         if outcome.prompt_tokens is None and outcome.completion_tokens is None:
             return outcome
         try:
@@ -324,7 +328,8 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     )
     generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
     embed = EmbedHandler(ctx.registry, settings)
-    handlers: dict[str, Handler] = {"generate": generate, "embed": embed}
+    cache = ResponseCache(ctx.redis, settings.cache_ttl_seconds)
+    handlers: dict[str, Handler] = {"generate": CachingHandler(generate, cache), "embed": embed}
     finish_hooks: list[FinishHook] = []
     runner = JobRunner(ctx, liveness, handlers, finish_hooks)
     batch_sweeper = batch_runtime.install(ctx, finish_hooks)

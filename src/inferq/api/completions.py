@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_json)])
 Request = ChatCompletionRequest | CompletionRequest
 JOB_HEADER = "x-inferq-job-id"
+CACHE_HEADER = "x-inferq-cache"
 
 
 @router.post("/chat/completions")
@@ -76,6 +77,8 @@ async def _complete(
         final = await wait_finished(services, caller.key_id, job.id, headers)
         if final.status == "succeeded":
             rendered = format.chat_completion(final) if chat else format.text_completion(final)
+            if body.cache != "off":  # asked for: say whether it answered
+                headers[CACHE_HEADER] = "hit" if final.cached else "miss"
             return Answer(200, rendered, headers)
         error = final.error
         raise JobFailed(

@@ -76,6 +76,8 @@ jobs = sa.Table(
     sa.Column("served_model", sa.String(200), nullable=True),
     # What the job cost at the registry's prices for the model that served it.
     sa.Column("cost_usd", sa.Float(), nullable=True),
+    # Answered from the response cache (NULL: no, as for jobs from before the column).
+    sa.Column("cached", sa.Boolean(), nullable=True),
     sa.Column("worker_id", sa.String(128), nullable=True),
     # The submitting request's X-Request-ID: every delivery's log lines carry it, those
     # of a job the reaper requeued after its worker died included.

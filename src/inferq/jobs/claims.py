@@ -55,6 +55,8 @@ class Outcome:
     result: dict[str, Any] | None = None
     served_model: str | None = None
     cost_usd: float | None = None
+    # Answered from the response cache: no provider call.
+    cached: bool = False
 
 
 def _bound(name: str) -> sa.BindParameter[Any]:
@@ -103,6 +105,7 @@ _OUTCOME_COLUMNS = (
     ("result", "result"),
     ("served_model", "served_model"),
     ("cost_usd", "cost_usd"),
+    ("cached", "cached"),
 )
 _FINISH = (
     sa.update(jobs)

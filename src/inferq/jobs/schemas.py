@@ -11,6 +11,7 @@ from inferq.providers.request import GenerationRequest
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Priority = Literal["high", "normal", "low"]
+CacheMode = Literal["off", "exact"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -45,6 +46,9 @@ class JobCreate(BaseModel):
     priority: Priority = "normal"
     metadata: dict[str, str] = Field(default_factory=dict)
     webhook: WebhookTarget | None = None
+    # "exact": answer from an earlier identical request of this key (same model,
+    # messages or prompt and sampling parameters) if one is cached, and cache this one.
+    cache: CacheMode = "off"
 
     @field_validator("stop")
     @classmethod
@@ -77,6 +81,7 @@ class JobCreate(BaseModel):
             top_p=self.top_p,
             stop=self.stop if isinstance(self.stop, list) else None,
             seed=self.seed,
+            cache=self.cache,
         )
 
 
@@ -114,6 +119,8 @@ class Job(BaseModel):
     served_model: str | None = None
     # At the registry's prices for the model that served the job; None when unpriced.
     cost_usd: float | None = None
+    # Answered from the response cache (`cache: "exact"`): no provider was called.
+    cached: bool = False
     metadata: dict[str, str]
     # The owner, for server-side bookkeeping; never serialized.
     key_id: str | None = Field(default=None, exclude=True)
@@ -152,6 +159,7 @@ class Job(BaseModel):
             attempts=m["attempts"],
             served_model=m.get("served_model"),
             cost_usd=m.get("cost_usd"),
+            cached=bool(m.get("cached")),
             key_id=m.get("key_id"),
             webhook_url=m.get("webhook_url"),
             batch_id=m.get("batch_id"),

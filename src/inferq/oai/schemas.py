@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from inferq.config import Settings
 from inferq.errors import InvalidRequest
-from inferq.jobs.schemas import JobCreate, Message, Priority
+from inferq.jobs.schemas import CacheMode, JobCreate, Message, Priority
 from inferq.jobs.validation import check_limits
 from inferq.providers.registry import ModelSpec
 
@@ -65,8 +65,10 @@ class _Common(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     metadata: dict[str, str] | None = None
-    # inferq's own: the queue priority of the job behind this request.
+    # inferq's own: the queue priority of the job behind this request, and whether it
+    # may be answered from (and kept in) the response cache.
     priority: Priority = "high"
+    cache: CacheMode = "off"
 
     @field_validator("n")
     @classmethod
@@ -94,6 +96,7 @@ class _Common(BaseModel):
             stop=self.stop,
             seed=self.seed,
             priority=self.priority,
+            cache=self.cache,
             metadata=self.metadata or {},
             **fields,
         )

@@ -146,7 +146,7 @@ def job_finished(
     duration = _seconds(job.started_at, job.finished_at)
     if duration is not None:
         metrics.JOB_DURATION.labels(job.model).observe(duration)
-    if job.usage is not None:
+    if job.usage is not None and not job.cached:  # a cached answer used no model
         metrics.TOKENS.labels(served, "input").inc(job.usage.prompt_tokens)
         metrics.TOKENS.labels(served, "output").inc(job.usage.completion_tokens)
     if job.cost_usd is not None:  # a free model shows its cost, 0, too
@@ -166,6 +166,7 @@ def job_finished(
         "prompt_tokens": job.usage.prompt_tokens if job.usage else None,
         "completion_tokens": job.usage.completion_tokens if job.usage else None,
         "cost_usd": job.cost_usd,
+        "cached": job.cached,
         "error_type": job.error.type if job.error else None,
     }
     if content:

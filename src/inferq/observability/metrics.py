@@ -40,6 +40,9 @@ ADMISSION_REJECTIONS = Counter(
 )
 
 # Worker processes.
+CACHE_LOOKUPS = Counter(
+    "inferq_cache_lookups", "Exact response cache lookups of jobs that asked", ["model", "result"]
+)
 JOBS_FINISHED = Counter(
     "inferq_jobs_finished", "Jobs that reached a terminal state", ["model", "outcome"]
 )

@@ -22,6 +22,9 @@ class GenerationRequest:
     # chat completion) lets the provider make one non-streaming call: one response to
     # parse instead of a chunk per token.
     stream: bool = True
+    # "exact": answered from an earlier identical request's answer when there is one
+    # (the worker's response cache), and kept for later ones; "off": neither.
+    cache: str = "off"
 
     def payload(self) -> dict[str, Any]:
         """The fields as the job row's `request` column holds them. A shallow copy, not

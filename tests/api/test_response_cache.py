@@ -1,0 +1,89 @@
+"""The exact response cache, through the API: a repeated request is answered without a
+provider call, and only for the key that asked before."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.api.test_jobs import submit, wait_terminal
+from tests.conftest import Service
+from tests.test_worker import completions
+
+
+def calls_for(service: Service, prompt: str) -> int:
+    """How many times the simulated provider answered `prompt`."""
+    return sum(1 for record in completions(service) if prompt in str(record["prompt"]))
+
+
+def run(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    return wait_terminal(client, submit(client, **body)["id"], timeout=60)
+
+
+def test_a_repeated_request_is_answered_from_the_cache_without_a_provider_call(
+    service: Service,
+) -> None:
+    prompt = f"cache me {uuid.uuid4().hex[:8]}"
+    asked = {"model": "sim-slow", "prompt": prompt, "max_tokens": 5, "cache": "exact"}
+    with service.client() as client:
+        first = run(client, **asked)
+        second = run(client, **asked)
+        hotter = run(client, **asked, temperature=0.5)  # another request: a miss
+        uncached = run(client, **{**asked, "cache": "off"})  # neither reads nor keeps
+        third = run(client, **asked)
+        other_key = service.create_key()
+        with service.client(other_key) as stranger:
+            theirs = run(stranger, **asked)
+    for job in (first, second, hotter, uncached, third, theirs):
+        assert job["status"] == "succeeded", job
+    assert [first["cached"], second["cached"], third["cached"]] == [False, True, True]
+    assert second["output"] == first["output"] == third["output"]
+    assert second["usage"] == first["usage"] and second["served_model"] == "sim-slow"
+    assert second["cost_usd"] == 0.0
+    assert not hotter["cached"] and not uncached["cached"]
+    assert not theirs["cached"]  # one key's answers never reach another key
+    # The provider answered: first, hotter, uncached and the other key's; not the hits.
+    assert calls_for(service, prompt) == 4
+
+
+def test_openai_routes_take_cache_and_say_whether_it_answered(service: Service) -> None:
+    content = f"cache me too {uuid.uuid4().hex[:8]}"
+    body = {
+        "model": "sim-slow",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 5,
+        "cache": "exact",
+    }
+    with service.client() as client:
+        miss = client.post("/v1/chat/completions", json=body)
+        hit = client.post("/v1/chat/completions", json=body)
+        plain = client.post("/v1/chat/completions", json={**body, "cache": "off"})
+        streamed = ""
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+            job_id = r.headers["x-inferq-job-id"]
+            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+        for line in lines[:-1]:
+            choices = json.loads(line.removeprefix("data: "))["choices"]
+            streamed += choices[0]["delta"].get("content") or ""
+        streamed_job = client.get(f"/v1/jobs/{job_id}").json()
+    assert miss.status_code == hit.status_code == plain.status_code == 200
+    assert miss.headers["x-inferq-cache"] == "miss" and hit.headers["x-inferq-cache"] == "hit"
+    assert "x-inferq-cache" not in plain.headers
+    answer = miss.json()["choices"][0]["message"]["content"]
+    assert answer and hit.json()["choices"][0]["message"]["content"] == answer
+    # A stream of the same request is the same request: answered from the cache too.
+    assert streamed_job["cached"] and streamed == answer and lines[-1] == "data: [DONE]"
+    assert calls_for(service, content) == 2  # the miss and the uncached one
+
+
+def test_an_unknown_cache_mode_is_refused_with_a_problem(service: Service) -> None:
+    with service.client() as client:
+        response = client.post(
+            "/v1/jobs", json={"model": "sim", "prompt": "x", "cache": "semantic"}
+        )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "cache" in response.text
