@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = 3600
     # How long an answer stays in the exact response cache (jobs with `cache: "exact"`).
     cache_ttl_seconds: int = Field(default=3600, ge=1)
+    # The semantic cache (`cache: "semantic"`): the registry's embedding model that
+    # compares prompts (None turns it off), how alike two prompts must be (cosine), and
+    # how many answers it compares a prompt with, per key, model and parameters.
+    semantic_cache_model: str | None = "all-minilm-l6-v2"
+    semantic_cache_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    semantic_cache_entries: int = Field(default=500, ge=1)
     # Total time a job may take, across attempts and fallbacks (a model may set its own).
     job_timeout_seconds: int = 600
     # How many times a job may be delivered to a worker that then died.

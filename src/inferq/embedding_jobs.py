@@ -159,6 +159,10 @@ class EmbedHandler:
             result={"embeddings": served.vectors, "model_call": served.call},
         )
 
+    def vector(self, model: str, text: str) -> list[float]:
+        """One text's vector, through the model's batcher (the semantic cache's use)."""
+        return self._batcher(model).embed([text]).vectors[0]
+
     def _batcher(self, model: str) -> EmbedBatcher:
         embedder = self.registry.embedder(model)
         with self._lock:

@@ -39,6 +39,11 @@ def response_cache(key_id: str, digest: str) -> str:
     return f"{PREFIX}cache:{{{key_id}}}:{digest}"
 
 
+def semantic_index(key_id: str, digest: str) -> str:
+    """One API key's cached prompts (their vectors) for one model and set of parameters."""
+    return f"{PREFIX}semcache:{{{key_id}}}:{digest}"
+
+
 def rate(key_id: str, part: str) -> str:
     """An API key's admission state (`{key_id}` keeps a key's parts in one cluster slot)."""
     return f"{PREFIX}rate:{{{key_id}}}:{part}"

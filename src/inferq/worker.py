@@ -48,7 +48,7 @@ from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
 from inferq.redis_clients import worker_client
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
-from inferq.response_cache import CachingHandler, ResponseCache
+from inferq.response_cache import caching
 from inferq.streams import StreamSink, StreamWriter
 from inferq.thread_pool import PrestartedThreadPool
 from inferq.webhooks import runtime as webhook_runtime
@@ -328,8 +328,8 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     )
     generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
     embed = EmbedHandler(ctx.registry, settings)
-    cache = ResponseCache(ctx.redis, settings.cache_ttl_seconds)
-    handlers: dict[str, Handler] = {"generate": CachingHandler(generate, cache), "embed": embed}
+    cached = caching(settings, ctx.redis, generate, embed.vector)
+    handlers: dict[str, Handler] = {"generate": cached, "embed": embed}
     finish_hooks: list[FinishHook] = []
     runner = JobRunner(ctx, liveness, handlers, finish_hooks)
     batch_sweeper = batch_runtime.install(ctx, finish_hooks)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.api.test_jobs import submit, wait_terminal
-from tests.conftest import Service
+from tests.conftest import RedisDatabases, Service, start_service
 from tests.test_worker import completions
 
 
@@ -81,9 +82,53 @@ def test_openai_routes_take_cache_and_say_whether_it_answered(service: Service) 
 
 def test_an_unknown_cache_mode_is_refused_with_a_problem(service: Service) -> None:
     with service.client() as client:
-        response = client.post(
-            "/v1/jobs", json={"model": "sim", "prompt": "x", "cache": "semantic"}
-        )
+        response = client.post("/v1/jobs", json={"model": "sim", "prompt": "x", "cache": "fuzzy"})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert "cache" in response.text
+
+
+def test_a_request_that_means_the_same_is_answered_by_the_semantic_cache(
+    service: Service,
+) -> None:
+    def ask(client: httpx.Client, content: str, cache: str = "semantic", **more: Any) -> Any:
+        body = {"model": "sim-slow", "messages": [{"role": "user", "content": content}]}
+        return client.post(
+            "/v1/chat/completions", json={**body, "max_tokens": 5, "cache": cache, **more}
+        )
+
+    with service.client(service.create_key()) as client:  # a key of its own: empty cache
+        first = ask(client, "What is the capital of France?")
+        alike = ask(client, "what's the capital of France?")
+        other = ask(client, "What is the capital of Spain?")
+        hotter = ask(client, "what's the capital of France?", temperature=0.7)
+        exact = ask(client, "What is the capital of France ?", cache="exact")
+        job = client.get(f"/v1/jobs/{alike.headers['x-inferq-job-id']}").json()
+    assert [r.headers["x-inferq-cache"] for r in (first, alike, other, hotter, exact)] == [
+        "miss",
+        "hit",  # cosine 0.996 with all-MiniLM
+        "miss",  # 0.71: another question
+        "miss",  # other sampling parameters: another answer
+        "miss",  # "exact" takes no near match
+    ]
+    answer = first.json()["choices"][0]["message"]["content"]
+    assert alike.json()["choices"][0]["message"]["content"] == answer
+    assert job["cached"] and job["cost_usd"] == 0.0
+    assert calls_for(service, "capital of France") == 3  # first, hotter, exact
+
+
+def test_the_semantic_cache_without_its_embedding_model_is_refused(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    # The per-test registry has no all-MiniLM, which the semantic cache uses by default.
+    svc = start_service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db'}", workers=())
+    try:
+        with svc.client() as client:
+            job = client.post("/v1/jobs", json={"model": "sim", "prompt": "x", "cache": "semantic"})
+            exact = client.post("/v1/jobs", json={"model": "sim", "prompt": "x", "cache": "exact"})
+    finally:
+        svc.stop()
+    assert job.status_code == 422, job.text
+    assert job.headers["content-type"] == "application/problem+json"
+    assert "INFERQ_SEMANTIC_CACHE_MODEL" in job.text
+    assert exact.status_code == 202

@@ -22,6 +22,7 @@ from inferq.errors import JobFailed
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
+from inferq.jobs.validation import check_cache
 from inferq.keys import Caller
 from inferq.oai import format
 from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
@@ -94,6 +95,7 @@ async def _complete(
 async def _submit(body: Request, caller: Caller, services: Services) -> Job:
     spec = services.registry.get(body.model)
     job_request = checked_job(body.to_job(), spec, services.settings)
+    check_cache(job_request, services.settings, services.registry)
     return await submit(
         services,
         NewJob.generation(caller.key_id, job_request, stream=body.stream),

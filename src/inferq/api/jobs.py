@@ -20,7 +20,7 @@ from inferq.errors import Conflict, InvalidRequest, JobNotFound
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
 from inferq.jobs.store import NewJob, decode_cursor
-from inferq.jobs.validation import check_limits
+from inferq.jobs.validation import check_cache, check_limits
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -51,6 +51,7 @@ async def create_job(
     async def accept() -> Answer:
         spec = services.registry.get(body.model, kind="chat")
         check_limits(body, services.settings, spec.max_tokens)
+        check_cache(body, services.settings, services.registry)
         await prepare_webhook(services, caller.key_id, body.webhook)
         job = await submit(
             services,

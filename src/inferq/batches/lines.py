@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from inferq.config import Settings
 from inferq.errors import InferqError
 from inferq.jobs.schemas import JobCreate
+from inferq.jobs.validation import check_cache
 from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
 from inferq.providers.registry import ModelRegistry
 
@@ -137,6 +138,7 @@ class LineParser:
         try:
             spec = self.registry.get(request.model)
             job = checked_job(request.to_job(), spec, self.settings)
+            check_cache(job, self.settings, self.registry)
         except InferqError as exc:
             raise LineInvalid(f"body: {_detail(exc)}", "body") from exc
         return job, spec.pool

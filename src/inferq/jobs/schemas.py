@@ -11,7 +11,7 @@ from inferq.providers.request import GenerationRequest
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Priority = Literal["high", "normal", "low"]
-CacheMode = Literal["off", "exact"]
+CacheMode = Literal["off", "exact", "semantic"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -47,7 +47,8 @@ class JobCreate(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     webhook: WebhookTarget | None = None
     # "exact": answer from an earlier identical request of this key (same model,
-    # messages or prompt and sampling parameters) if one is cached, and cache this one.
+    # messages or prompt and sampling parameters) if one is cached, and cache this one;
+    # "semantic": or from one whose messages or prompt mean nearly the same.
     cache: CacheMode = "off"
 
     @field_validator("stop")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferq.config import Settings
-from inferq.errors import InvalidRequest
+from inferq.errors import InferqError, InvalidRequest
 from inferq.jobs.schemas import JobCreate
+
+if TYPE_CHECKING:
+    from inferq.providers.registry import ModelRegistry
 
 
 def _error(loc: list[str | int], msg: str) -> dict[str, Any]:
@@ -40,6 +43,21 @@ def limit_errors(
         if len(key) > 64 or len(value) > limit:
             errors.append(_error(["metadata", key], f"keys ≤ 64 and values ≤ {limit} characters"))
     return errors
+
+
+def check_cache(job: JobCreate, settings: Settings, registry: ModelRegistry) -> None:
+    """A semantic cache needs its embedding model in the registry."""
+    name = settings.semantic_cache_model
+    if job.cache != "semantic":
+        return
+    if name is not None:
+        try:
+            registry.get(name, kind="embedding")
+            return
+        except InferqError:
+            pass
+    why = "the semantic cache is off (INFERQ_SEMANTIC_CACHE_MODEL names no embedding model)"
+    raise InvalidRequest(why, errors=[_error(["cache"], why)])
 
 
 def check_limits(job: JobCreate, settings: Settings, model_max_tokens: int | None) -> None:

@@ -23,7 +23,8 @@ class GenerationRequest:
     # parse instead of a chunk per token.
     stream: bool = True
     # "exact": answered from an earlier identical request's answer when there is one
-    # (the worker's response cache), and kept for later ones; "off": neither.
+    # (the worker's response cache), and kept for later ones; "semantic": or from a
+    # request that means nearly the same; "off": neither.
     cache: str = "off"
 
     def payload(self) -> dict[str, Any]:
