@@ -17,6 +17,7 @@ from inferq.admission import Admission, QueueDepth
 from inferq.api import problems, router
 from inferq.api.limits import BodyLimitMiddleware
 from inferq.config import Settings, get_settings
+from inferq.conversations import ConversationStore
 from inferq.db.engine import create_async
 from inferq.heap import freeze_startup_heap
 from inferq.idempotency import Idempotency
@@ -46,6 +47,7 @@ class Services:
     admission: Admission
     queue_depth: QueueDepth
     idempotency: Idempotency
+    conversations: ConversationStore
     # Tasks that must outlive the request that started them (kept so they are not GC'd).
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -75,6 +77,7 @@ class Services:
             admission=Admission(redis),
             queue_depth=QueueDepth(jobs.count_queued),
             idempotency=Idempotency(redis, pending_seconds=int(settings.sync_wait_seconds) + 60),
+            conversations=ConversationStore(engine),
         )
 
     async def close(self) -> None:

@@ -115,6 +115,11 @@ class JobNotFound(NotFound):
     title = "Job not found"
 
 
+class ConversationNotFound(NotFound):
+    slug = "conversation-not-found"
+    title = "Conversation not found"
+
+
 class MethodNotAllowed(InferqError):
     status = 405
     slug = "method-not-allowed"

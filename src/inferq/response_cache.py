@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[ClaimedJob, StreamWriter, StopSignal], Outcome]
 # The request's fields that do not change the answer.
-_NOT_IN_KEY = frozenset({"stream", "cache"})
+_NOT_IN_KEY = frozenset({"stream", "cache", "conversation"})
 # What a semantic match may differ in.
 _TEXT = frozenset({"messages", "prompt"})
 _KEPT = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "served_model")

@@ -29,6 +29,7 @@ from inferq import redis_keys
 from inferq.admission import settle_in
 from inferq.batches import runtime as batch_runtime
 from inferq.config import Settings
+from inferq.conversations import turn_of
 from inferq.db.engine import create_sync
 from inferq.embedding_jobs import EmbedHandler
 from inferq.errors import InferqError
@@ -146,10 +147,12 @@ class JobRunner:
             f"job {job_id}: claiming it",
         )
 
-    def _save(self, job_id: str, outcome: Outcome) -> Job | None:
-        worker = self.ctx.worker_id
+    def _save(self, claimed: ClaimedJob, outcome: Outcome) -> Job | None:
+        worker, job_id = self.ctx.worker_id, claimed.id
+        succeeded = outcome.status == "succeeded"
+        turn = turn_of(claimed.payload, claimed.key_id, outcome.text) if succeeded else None
         return self.until_reachable(
-            lambda: self.store.finish(job_id, worker, outcome),
+            lambda: self.store.finish(job_id, worker, outcome, turn),
             lambda: self.store.ended_by(job_id, worker),
             f"job {job_id}: saving how it ended",
         )
@@ -187,7 +190,7 @@ class JobRunner:
         finally:
             self.liveness.untrack(job_id)
         with tracer.start_as_current_span("job.finish", attributes={"inferq.job_id": job_id}):
-            job = self._save(job_id, self._priced(claimed, outcome))
+            job = self._save(claimed, self._priced(claimed, outcome))
         if job is None:
             log.warning("job %s: claim lost before it finished; result dropped", job_id)
             return

@@ -6,6 +6,7 @@ from inferq.api import (
     admin,
     batches,
     completions,
+    conversations,
     embeddings,
     events,
     files,
@@ -23,6 +24,7 @@ router.include_router(models.router)
 router.include_router(jobs.router)
 router.include_router(events.router)
 router.include_router(completions.router)
+router.include_router(conversations.router)
 router.include_router(embeddings.router)
 router.include_router(files.router)
 router.include_router(batches.router)

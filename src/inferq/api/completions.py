@@ -94,11 +94,12 @@ async def _complete(
 
 async def _submit(body: Request, caller: Caller, services: Services) -> Job:
     spec = services.registry.get(body.model)
-    job_request = checked_job(body.to_job(), spec, services.settings)
+    asked, history = await services.conversations.with_history(caller.key_id, body.to_job())
+    job_request = checked_job(asked, spec, services.settings)
     check_cache(job_request, services.settings, services.registry)
     return await submit(
         services,
-        NewJob.generation(caller.key_id, job_request, stream=body.stream),
+        NewJob.generation(caller.key_id, job_request, stream=body.stream, history=history),
         spec.pool,
         caller,
         prompt_texts=job_request.texts(),

@@ -50,16 +50,18 @@ async def create_job(
 
     async def accept() -> Answer:
         spec = services.registry.get(body.model, kind="chat")
-        check_limits(body, services.settings, spec.max_tokens)
-        check_cache(body, services.settings, services.registry)
+        # The limits hold for the whole request, the conversation's turns included.
+        whole, history = await services.conversations.with_history(caller.key_id, body)
+        check_limits(whole, services.settings, spec.max_tokens)
+        check_cache(whole, services.settings, services.registry)
         await prepare_webhook(services, caller.key_id, body.webhook)
         job = await submit(
             services,
-            NewJob.generation(caller.key_id, body),
+            NewJob.generation(caller.key_id, whole, history=history),
             spec.pool,
             caller,
-            prompt_texts=body.texts(),
-            max_tokens=body.max_tokens,
+            prompt_texts=whole.texts(),
+            max_tokens=whole.max_tokens,
         )
         return Answer(202, job.model_dump(mode="json"), {"Location": f"/v1/jobs/{job.id}"})
 

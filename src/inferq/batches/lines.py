@@ -14,7 +14,7 @@ import orjson
 from pydantic import ValidationError
 
 from inferq.config import Settings
-from inferq.errors import InferqError
+from inferq.errors import InferqError, InvalidRequest
 from inferq.jobs.schemas import JobCreate
 from inferq.jobs.validation import check_cache
 from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
@@ -139,6 +139,8 @@ class LineParser:
             spec = self.registry.get(request.model)
             job = checked_job(request.to_job(), spec, self.settings)
             check_cache(job, self.settings, self.registry)
+            if job.conversation_id is not None:
+                raise InvalidRequest("a batch request cannot name a conversation")
         except InferqError as exc:
             raise LineInvalid(f"body: {_detail(exc)}", "body") from exc
         return job, spec.pool

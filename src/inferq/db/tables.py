@@ -191,3 +191,19 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("duration_ms", sa.Integer(), nullable=False),
 )
+
+# Conversation memory: the turns of a key's conversation, in the order their jobs
+# finished. A job that names the conversation is sent its messages first; its own
+# messages and its answer are added in the transaction that saves it.
+conversation_messages = sa.Table(
+    "conversation_messages",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("conversation_id", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text(), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_conversation_messages_key_conversation", "key_id", "conversation_id", "id"),
+)

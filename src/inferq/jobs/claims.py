@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from inferq.conversations import Turn, add_turn
 from inferq.db.tables import UTCDateTime, jobs
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
@@ -189,16 +190,26 @@ class ClaimStore:
             row = conn.execute(query).first()
         return Job.from_row(row) if row is not None else None
 
-    def finish(self, job_id: str, worker_id: str, outcome: Outcome) -> Job | None:
-        """running → terminal, only for the worker that holds the claim."""
+    def finish(
+        self, job_id: str, worker_id: str, outcome: Outcome, turn: Turn | None = None
+    ) -> Job | None:
+        """running → terminal, only for the worker that holds the claim; with `turn`, the
+        conversation's new messages in the same transaction."""
+        now = utcnow()
         values = {
             "b_id": job_id,
             "b_worker": worker_id,
-            "b_now": utcnow(),
+            "b_now": now,
             **{f"b_{name}": getattr(outcome, attr) for name, attr in _OUTCOME_COLUMNS},
         }
-        with self.autocommit.connect() as conn:
-            row = conn.execute(_FINISH, values).first()
+        if turn is None:
+            with self.autocommit.connect() as conn:
+                row = conn.execute(_FINISH, values).first()
+        else:
+            with self.engine.begin() as conn:
+                row = conn.execute(_FINISH, values).first()
+                if row is not None:
+                    add_turn(conn, turn, job_id, now)
         return Job.from_row(row) if row else None
 
     def add_attempt(self, job_id: str) -> None:

@@ -12,6 +12,9 @@ from inferq.providers.request import GenerationRequest
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Priority = Literal["high", "normal", "low"]
 CacheMode = Literal["off", "exact", "semantic"]
+# A client's own conversation ids (a user, a thread): letters and digits first, then
+# also _ . : -, at most 64 characters.
+CONVERSATION_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -50,6 +53,9 @@ class JobCreate(BaseModel):
     # messages or prompt and sampling parameters) if one is cached, and cache this one;
     # "semantic": or from one whose messages or prompt mean nearly the same.
     cache: CacheMode = "off"
+    # Send the earlier turns of this key's conversation first; on success, this job's
+    # messages and its answer become its latest turn (chat jobs only).
+    conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID)
 
     @field_validator("stop")
     @classmethod
@@ -66,6 +72,8 @@ class JobCreate(BaseModel):
             raise ValueError("give exactly one of `messages` or `prompt`")
         if self.messages is not None and not self.messages:
             raise ValueError("`messages` must not be empty")
+        if self.conversation_id is not None and self.messages is None:
+            raise ValueError("`conversation_id` needs `messages`: a conversation is a chat")
         return self
 
     def texts(self) -> list[str]:

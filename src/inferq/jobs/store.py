@@ -69,14 +69,25 @@ class NewJob:
     request_id: str | None = field(default_factory=current_request_id)
 
     @classmethod
-    def generation(cls, key_id: str, job: JobCreate, stream: bool = True, **fields: Any) -> NewJob:
+    def generation(
+        cls,
+        key_id: str,
+        job: JobCreate,
+        stream: bool = True,
+        history: int | None = None,
+        **fields: Any,
+    ) -> NewJob:
         """A chat or completion job from its validated request; `stream=False` when the
-        caller waits for the whole answer (no live deltas are written)."""
+        caller waits for the whole answer (no live deltas are written). `history`: how
+        many of its messages came from its conversation."""
+        payload = job.generation(stream).payload()
+        if history is not None:
+            payload["conversation"] = {"id": job.conversation_id, "history": history}
         return cls(
             key_id=key_id,
             model=job.model,
             priority=job.priority,
-            payload=job.generation(stream).payload(),
+            payload=payload,
             metadata=job.metadata,
             webhook_url=job.webhook.url if job.webhook else None,
             **fields,

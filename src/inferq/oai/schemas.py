@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from inferq.config import Settings
 from inferq.errors import InvalidRequest
-from inferq.jobs.schemas import CacheMode, JobCreate, Message, Priority
+from inferq.jobs.schemas import CONVERSATION_ID, CacheMode, JobCreate, Message, Priority
 from inferq.jobs.validation import check_limits
 from inferq.providers.registry import ModelSpec
 
@@ -107,9 +107,13 @@ class ChatCompletionRequest(_Common):
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    # inferq's own: the conversation whose earlier turns go before `messages`.
+    conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID)
 
     def to_job(self) -> JobCreate:
-        job = self._job(messages=[m.plain() for m in self.messages])
+        job = self._job(
+            messages=[m.plain() for m in self.messages], conversation_id=self.conversation_id
+        )
         if self.max_completion_tokens is not None:
             job.max_tokens = self.max_completion_tokens
         return job

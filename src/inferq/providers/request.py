@@ -26,6 +26,9 @@ class GenerationRequest:
     # (the worker's response cache), and kept for later ones; "semantic": or from a
     # request that means nearly the same; "off": neither.
     cache: str = "off"
+    # {"id": the conversation, "history": how many of `messages` came from it}: the
+    # worker adds the rest and the answer to it when the job succeeds.
+    conversation: dict[str, Any] | None = None
 
     def payload(self) -> dict[str, Any]:
         """The fields as the job row's `request` column holds them. A shallow copy, not

@@ -1,0 +1,90 @@
+"""Conversation memory: a chat job that names a conversation is sent its earlier turns.
+
+The API reads the conversation's messages and puts them before the job's own, so the
+job row holds the whole request it ran (and the response cache sees it whole). The
+worker adds the job's own messages and its answer in the transaction that saves the job
+as succeeded: a client who has the answer finds its turn in the conversation. A failed
+or cancelled job adds nothing. Turns are kept in the order their jobs finished; two
+turns sent at once both see the history as it was, and neither sees the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inferq.db.tables import conversation_messages as table
+from inferq.jobs.schemas import JobCreate, Message
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What a succeeded job adds to its conversation."""
+
+    key_id: str
+    conversation_id: str
+    messages: list[dict[str, str]]
+
+
+def turn_of(payload: dict[str, Any], key_id: str | None, answer: str | None) -> Turn | None:
+    """The turn a job whose answer is `answer` adds, if it named a conversation."""
+    conversation = payload.get("conversation")
+    if not conversation or key_id is None or answer is None:
+        return None
+    own = (payload.get("messages") or [])[conversation["history"] :]
+    said = [{"role": m["role"], "content": m["content"]} for m in own]
+    return Turn(key_id, conversation["id"], [*said, {"role": "assistant", "content": answer}])
+
+
+def add_turn(conn: sa.Connection, turn: Turn, job_id: str, now: datetime) -> None:
+    rows = [
+        {
+            "key_id": turn.key_id,
+            "conversation_id": turn.conversation_id,
+            "role": m["role"],
+            "content": m["content"],
+            "job_id": job_id,
+            "created_at": now,
+        }
+        for m in turn.messages
+    ]
+    conn.execute(table.insert(), rows)
+
+
+class ConversationStore:
+    """The API's side: read a conversation, put it before a job's messages, delete it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def messages(self, key_id: str, conversation_id: str) -> list[dict[str, Any]]:
+        query = (
+            sa.select(table.c.role, table.c.content, table.c.job_id, table.c.created_at)
+            .where(table.c.key_id == key_id, table.c.conversation_id == conversation_id)
+            .order_by(table.c.id)
+        )
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]
+
+    async def delete(self, key_id: str, conversation_id: str) -> int:
+        statement = table.delete().where(
+            table.c.key_id == key_id, table.c.conversation_id == conversation_id
+        )
+        async with self.engine.begin() as conn:
+            return int((await conn.execute(statement)).rowcount)
+
+    async def with_history(self, key_id: str, job: JobCreate) -> tuple[JobCreate, int | None]:
+        """The job with its conversation's messages first, and how many those are
+        (None for a job that names no conversation)."""
+        if job.conversation_id is None:
+            return job, None
+        history = [
+            Message(role=m["role"], content=m["content"])
+            for m in await self.messages(key_id, job.conversation_id)
+        ]
+        merged = job.model_copy(update={"messages": [*history, *(job.messages or [])]})
+        return merged, len(history)
