@@ -155,6 +155,17 @@ def test_models_list_in_openai_shape(sdk: openai.OpenAI) -> None:
     assert {"gemma-3-270m", "sim"} <= ids
 
 
+def test_an_empty_stop_sequence_is_a_400_naming_stop_not_a_500(sdk: openai.OpenAI) -> None:
+    # The OpenAI schema took it and the job's refused it later: an unhandled error.
+    messages = [{"role": "user", "content": "x"}]
+    with pytest.raises(openai.BadRequestError) as chat:
+        sdk.chat.completions.create(model="sim", messages=messages, stop=[""])  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError) as text:
+        sdk.completions.create(model="sim", prompt="x", stop="")
+    for bad in (chat, text):
+        assert bad.value.param == "stop" and "must not be empty" in bad.value.message
+
+
 def test_errors_map_to_the_sdk_exception_classes(service: Service, sdk: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "x"}]
     with pytest.raises(openai.NotFoundError):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inferq.config import Settings
 from inferq.errors import InvalidRequest
@@ -88,18 +95,28 @@ class _Common(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def _job(self, **fields: Any) -> JobCreate:
-        return JobCreate(
-            model=self.model,
-            max_tokens=self.max_tokens or 256,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self.stop,
-            seed=self.seed,
-            priority=self.priority,
-            cache=self.cache,
-            metadata=self.metadata or {},
-            **fields,
-        )
+        # A value this schema let through that a job refuses (an empty stop sequence)
+        # is the client's error, named like the body's own: raised as is, it was a 500.
+        try:
+            return JobCreate(
+                model=self.model,
+                max_tokens=self.max_tokens or 256,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                stop=self.stop,
+                seed=self.seed,
+                priority=self.priority,
+                cache=self.cache,
+                metadata=self.metadata or {},
+                **fields,
+            )
+        except ValidationError as exc:
+            errors = [
+                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors()
+            ]
+            why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise InvalidRequest(why, errors=errors) from exc
 
 
 class ChatCompletionRequest(_Common):
