@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     semantic_cache_model: str | None = "all-minilm-l6-v2"
     semantic_cache_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
     semantic_cache_entries: int = Field(default=500, ge=1)
+    # Retrieval (`rag` on a chat job, documents under /v1/collections): the registry's
+    # embedding model that indexes documents and queries (None turns it off).
+    rag_embedding_model: str | None = "all-minilm-l6-v2"
     # Total time a job may take, across attempts and fallbacks (a model may set its own).
     job_timeout_seconds: int = 600
     # How many times a job may be delivered to a worker that then died.

@@ -163,6 +163,10 @@ class EmbedHandler:
         """One text's vector, through the model's batcher (the semantic cache's use)."""
         return self._batcher(model).embed([text]).vectors[0]
 
+    def vectors(self, model: str, texts: list[str]) -> Served:
+        """Vectors for `texts`, through the model's batcher (documents to index)."""
+        return self._batcher(model).embed(texts)
+
     def _batcher(self, model: str) -> EmbedBatcher:
         embedder = self.registry.embedder(model)
         with self._lock:

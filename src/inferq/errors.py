@@ -120,6 +120,11 @@ class ConversationNotFound(NotFound):
     title = "Conversation not found"
 
 
+class CollectionNotFound(NotFound):
+    slug = "collection-not-found"
+    title = "Collection not found"
+
+
 class MethodNotAllowed(InferqError):
     status = 405
     slug = "method-not-allowed"

@@ -50,6 +50,7 @@ from inferq.reaper import Reaper
 from inferq.redis_clients import worker_client
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
 from inferq.response_cache import caching
+from inferq.retrieval import DocumentStore, IndexHandler, RetrievingHandler, embedder
 from inferq.streams import StreamSink, StreamWriter
 from inferq.thread_pool import PrestartedThreadPool
 from inferq.webhooks import runtime as webhook_runtime
@@ -332,7 +333,12 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
     embed = EmbedHandler(ctx.registry, settings)
     cached = caching(settings, ctx.redis, generate, embed.vector)
-    handlers: dict[str, Handler] = {"generate": cached, "embed": embed}
+    docs, search = DocumentStore(ctx.engine), embedder(embed, settings.rag_embedding_model)
+    handlers: dict[str, Handler] = {
+        "generate": RetrievingHandler(cached, docs, search),
+        "embed": embed,
+        "index": IndexHandler(docs, search),
+    }
     finish_hooks: list[FinishHook] = []
     runner = JobRunner(ctx, liveness, handlers, finish_hooks)
     batch_sweeper = batch_runtime.install(ctx, finish_hooks)

@@ -22,7 +22,7 @@ from inferq.errors import JobFailed
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
-from inferq.jobs.validation import check_cache
+from inferq.jobs.validation import check_embedding_options
 from inferq.keys import Caller
 from inferq.oai import format
 from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
@@ -96,7 +96,7 @@ async def _submit(body: Request, caller: Caller, services: Services) -> Job:
     spec = services.registry.get(body.model)
     asked, history = await services.conversations.with_history(caller.key_id, body.to_job())
     job_request = checked_job(asked, spec, services.settings)
-    check_cache(job_request, services.settings, services.registry)
+    check_embedding_options(job_request, services.settings, services.registry)
     return await submit(
         services,
         NewJob.generation(caller.key_id, job_request, stream=body.stream, history=history),

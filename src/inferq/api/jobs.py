@@ -20,7 +20,7 @@ from inferq.errors import Conflict, InvalidRequest, JobNotFound
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import Job, JobCreate, JobPage, JobStatus
 from inferq.jobs.store import NewJob, decode_cursor
-from inferq.jobs.validation import check_cache, check_limits
+from inferq.jobs.validation import check_embedding_options, check_limits
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -53,7 +53,7 @@ async def create_job(
         # The limits hold for the whole request, the conversation's turns included.
         whole, history = await services.conversations.with_history(caller.key_id, body)
         check_limits(whole, services.settings, spec.max_tokens)
-        check_cache(whole, services.settings, services.registry)
+        check_embedding_options(whole, services.settings, services.registry)
         await prepare_webhook(services, caller.key_id, body.webhook)
         job = await submit(
             services,

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from inferq.config import Settings
 from inferq.errors import InferqError, InvalidRequest
 from inferq.jobs.schemas import JobCreate
-from inferq.jobs.validation import check_cache
+from inferq.jobs.validation import check_embedding_options
 from inferq.oai.schemas import ChatCompletionRequest, CompletionRequest, checked_job
 from inferq.providers.registry import ModelRegistry
 
@@ -138,7 +138,7 @@ class LineParser:
         try:
             spec = self.registry.get(request.model)
             job = checked_job(request.to_job(), spec, self.settings)
-            check_cache(job, self.settings, self.registry)
+            check_embedding_options(job, self.settings, self.registry)
             if job.conversation_id is not None:
                 raise InvalidRequest("a batch request cannot name a conversation")
         except InferqError as exc:

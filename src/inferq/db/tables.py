@@ -207,3 +207,22 @@ conversation_messages = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_conversation_messages_key_conversation", "key_id", "conversation_id", "id"),
 )
+
+# Retrieval (RAG): a key's documents by collection, each with its vector (float32 bytes
+# of the embedding model's output, unit length). Written by "index" jobs; read by chat
+# jobs that name the collection.
+documents = sa.Table(
+    "documents",
+    metadata,
+    # "<index job id>:<position>": a job run again replaces its own documents.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(36), sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("meta", sa.JSON(), nullable=False),
+    sa.Column("embedding", sa.LargeBinary(), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_documents_key_collection", "key_id", "collection"),
+    sa.Index("ix_documents_job", "job_id"),
+)

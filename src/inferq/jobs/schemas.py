@@ -18,6 +18,21 @@ CONVERSATION_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
+# A collection's name: the client's own, as a conversation id.
+COLLECTION = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+class Retrieval(BaseModel):
+    """`rag`: put the collection's documents most like the question before it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(pattern=COLLECTION)
+    top_k: int = Field(default=3, ge=1, le=20)
+    # Cosine similarity a document needs to be used at all.
+    min_score: float = Field(default=0.3, ge=-1.0, le=1.0)
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,6 +71,8 @@ class JobCreate(BaseModel):
     # Send the earlier turns of this key's conversation first; on success, this job's
     # messages and its answer become its latest turn (chat jobs only).
     conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID)
+    # Retrieval-augmented generation from one of this key's document collections.
+    rag: Retrieval | None = None
 
     @field_validator("stop")
     @classmethod
@@ -91,6 +108,7 @@ class JobCreate(BaseModel):
             stop=self.stop if isinstance(self.stop, list) else None,
             seed=self.seed,
             cache=self.cache,
+            rag=self.rag.model_dump() if self.rag else None,
         )
 
 

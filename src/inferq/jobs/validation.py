@@ -45,19 +45,39 @@ def limit_errors(
     return errors
 
 
-def check_cache(job: JobCreate, settings: Settings, registry: ModelRegistry) -> None:
-    """A semantic cache needs its embedding model in the registry."""
-    name = settings.semantic_cache_model
-    if job.cache != "semantic":
-        return
-    if name is not None:
-        try:
-            registry.get(name, kind="embedding")
-            return
-        except InferqError:
-            pass
-    why = "the semantic cache is off (INFERQ_SEMANTIC_CACHE_MODEL names no embedding model)"
-    raise InvalidRequest(why, errors=[_error(["cache"], why)])
+def check_embedding_options(job: JobCreate, settings: Settings, registry: ModelRegistry) -> None:
+    """A semantic cache and retrieval each need their embedding model in the registry."""
+    needs = []
+    if job.cache == "semantic":
+        needs.append(
+            (
+                "cache",
+                "the semantic cache",
+                "INFERQ_SEMANTIC_CACHE_MODEL",
+                settings.semantic_cache_model,
+            )
+        )
+    if job.rag is not None:
+        needs.append(
+            ("rag", "retrieval", "INFERQ_RAG_EMBEDDING_MODEL", settings.rag_embedding_model)
+        )
+    errors = [
+        _error([field], f"{what} is off ({variable} names no embedding model)")
+        for field, what, variable, name in needs
+        if not is_embedding_model(registry, name)
+    ]
+    if errors:
+        raise InvalidRequest(errors[0]["msg"], errors=errors)
+
+
+def is_embedding_model(registry: ModelRegistry, name: str | None) -> bool:
+    if name is None:
+        return False
+    try:
+        registry.get(name, kind="embedding")
+    except InferqError:
+        return False
+    return True
 
 
 def check_limits(job: JobCreate, settings: Settings, model_max_tokens: int | None) -> None:

@@ -15,7 +15,14 @@ from pydantic import (
 
 from inferq.config import Settings
 from inferq.errors import InvalidRequest
-from inferq.jobs.schemas import CONVERSATION_ID, CacheMode, JobCreate, Message, Priority
+from inferq.jobs.schemas import (
+    CONVERSATION_ID,
+    CacheMode,
+    JobCreate,
+    Message,
+    Priority,
+    Retrieval,
+)
 from inferq.jobs.validation import check_limits
 from inferq.providers.registry import ModelSpec
 
@@ -76,6 +83,7 @@ class _Common(BaseModel):
     # may be answered from (and kept in) the response cache.
     priority: Priority = "high"
     cache: CacheMode = "off"
+    rag: Retrieval | None = None
 
     @field_validator("n")
     @classmethod
@@ -107,6 +115,7 @@ class _Common(BaseModel):
                 seed=self.seed,
                 priority=self.priority,
                 cache=self.cache,
+                rag=self.rag,
                 metadata=self.metadata or {},
                 **fields,
             )

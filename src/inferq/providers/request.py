@@ -29,6 +29,9 @@ class GenerationRequest:
     # {"id": the conversation, "history": how many of `messages` came from it}: the
     # worker adds the rest and the answer to it when the job succeeds.
     conversation: dict[str, Any] | None = None
+    # {"collection", "top_k", "min_score"}: the worker puts the collection's documents
+    # most like the question before the messages (or the prompt).
+    rag: dict[str, Any] | None = None
 
     def payload(self) -> dict[str, Any]:
         """The fields as the job row's `request` column holds them. A shallow copy, not

@@ -1,0 +1,107 @@
+"""Retrieval (RAG), through the API: documents indexed by a job, and a chat job answered
+with the collection's most relevant ones before its question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from inferq.retrieval import CONTEXT_HEADER
+from tests.api.test_jobs import submit, wait_terminal
+from tests.conftest import RedisDatabases, Service, start_service
+
+HANDBOOK = [
+    {"text": "The office is closed on Mondays.", "metadata": {"section": "hours"}},
+    {"text": "Parking is free for visitors in lot B."},
+    {"text": "The cafeteria serves a vegan lunch on Fridays."},
+]
+
+
+def words(text: str) -> int:
+    """The simulated provider counts a prompt's tokens as its words."""
+    return len(text.split())
+
+
+def ask(client: httpx.Client, question: str, **rag: Any) -> dict[str, Any]:
+    messages = [{"role": "user", "content": question}]
+    return wait_terminal(client, submit(client, model="sim", messages=messages, rag=rag)["id"])
+
+
+def test_a_chat_job_is_sent_its_collections_most_relevant_documents(service: Service) -> None:
+    question = "Is the office open on Monday?"
+    with service.client(service.create_key()) as client:
+        indexing = client.post("/v1/collections/handbook/documents", json={"documents": HANDBOOK})
+        indexed = wait_terminal(client, indexing.json()["id"])
+        listed = client.get("/v1/collections/handbook/documents").json()
+        answered = ask(client, question, collection="handbook", top_k=1)
+        unrelated = ask(client, question, collection="handbook", top_k=3, min_score=0.99)
+        chat = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "sim",
+                "messages": [{"role": "user", "content": "Where can visitors park?"}],
+                "rag": {"collection": "handbook", "top_k": 1},
+            },
+        )
+        with service.client(service.create_key()) as stranger:
+            theirs = ask(stranger, question, collection="handbook")
+        deleted = client.delete("/v1/collections/handbook")
+        gone = client.get("/v1/collections/handbook/documents")
+    assert indexing.status_code == 202 and indexed["status"] == "succeeded", indexed
+    ids = indexed["result"]["documents"]
+    assert [d["id"] for d in listed["data"]] == ids
+    assert [d["text"] for d in listed["data"]] == [d["text"] for d in HANDBOOK]
+    assert listed["data"][0]["metadata"] == {"section": "hours"}
+    # The closest document, and only it, went before the question.
+    assert answered["status"] == "succeeded"
+    [retrieved] = answered["result"]["retrieved"]
+    assert retrieved["id"] == ids[0] and retrieved["score"] > 0.5
+    context = CONTEXT_HEADER + "[1] " + HANDBOOK[0]["text"]
+    assert answered["usage"]["prompt_tokens"] == words(context) + words(question)
+    assert unrelated["result"]["retrieved"] == []  # nothing that alike: the question alone
+    assert unrelated["usage"]["prompt_tokens"] == words(question)
+    assert chat.status_code == 200
+    job = httpx.get(
+        f"{service.url}/v1/jobs/{chat.headers['x-inferq-job-id']}",
+        headers=client.headers,
+    ).json()
+    assert [d["id"] for d in job["result"]["retrieved"]] == [ids[1]]  # the parking one
+    assert theirs["result"]["retrieved"] == []  # another key's collection of that name
+    assert deleted.json() == {"collection": "handbook", "deleted_documents": 3}
+    assert gone.status_code == 404
+    assert gone.headers["content-type"] == "application/problem+json"
+
+
+def test_bad_document_requests_are_refused_with_a_problem(service: Service) -> None:
+    with service.client() as client:
+        empty = client.post("/v1/collections/c/documents", json={"documents": []})
+        blank = client.post("/v1/collections/c/documents", json={"documents": [{"text": ""}]})
+        bad_name = client.post(
+            "/v1/collections/no%20spaces/documents", json={"documents": HANDBOOK}
+        )
+        bad_rag = client.post(
+            "/v1/jobs", json={"model": "sim", "prompt": "x", "rag": {"collection": "c", "top_k": 0}}
+        )
+    for response in (empty, blank, bad_name, bad_rag):
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_retrieval_without_its_embedding_model_is_refused(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    # The per-test registry has no all-MiniLM, which retrieval uses by default.
+    svc = start_service(tmp_path, redis_dbs.allocate(), f"sqlite:///{tmp_path / 'db'}", workers=())
+    try:
+        with svc.client() as client:
+            add = client.post("/v1/collections/c/documents", json={"documents": HANDBOOK})
+            rag = client.post(
+                "/v1/jobs", json={"model": "sim", "prompt": "x", "rag": {"collection": "c"}}
+            )
+    finally:
+        svc.stop()
+    for response in (add, rag):
+        assert response.status_code == 422, response.text
+        assert "INFERQ_RAG_EMBEDDING_MODEL" in response.text
