@@ -20,11 +20,12 @@ from inferq.app import create_app
 from inferq.config import Settings, get_settings
 from inferq.db.migrate import upgrade
 from inferq.generation import GenerateHandler
+from inferq.handlers import build_breaker
 from inferq.liveness import Liveness
 from inferq.observability import tracing
 from inferq.queue import pool_queues
 from inferq.webhooks import runtime as webhook_runtime
-from inferq.worker import FinishHook, JobRunner, build_breaker, build_context, register_task
+from inferq.worker import FinishHook, JobRunner, build_context, register_task
 from tests.conftest import TESTS, wait_for
 from tests.webhooks.receiver import Receiver
 

@@ -31,9 +31,8 @@ from inferq.batches import runtime as batch_runtime
 from inferq.config import Settings
 from inferq.conversations import turn_of
 from inferq.db.engine import create_sync
-from inferq.embedding_jobs import EmbedHandler
 from inferq.errors import InferqError
-from inferq.generation import GenerateHandler
+from inferq.handlers import build_handlers
 from inferq.heap import freeze_startup_heap
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
 from inferq.jobs.outage import UntilReachable
@@ -48,9 +47,6 @@ from inferq.providers.registry import ModelRegistry
 from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
 from inferq.reaper import Reaper
 from inferq.redis_clients import worker_client
-from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
-from inferq.response_cache import caching
-from inferq.retrieval import DocumentStore, IndexHandler, RetrievingHandler, embedder
 from inferq.streams import StreamSink, StreamWriter
 from inferq.thread_pool import PrestartedThreadPool
 from inferq.webhooks import runtime as webhook_runtime
@@ -307,10 +303,6 @@ def ending(job: Job) -> Callable[[Pipeline], None]:
     return add
 
 
-def build_breaker(ctx: WorkerContext) -> CircuitBreaker:
-    return CircuitBreaker(ctx.redis, BreakerConfig.from_settings(ctx.settings))
-
-
 def run_worker(settings: Settings, pool: str, concurrency: int | None = None) -> int:
     """Run a worker of `pool` until it is told to stop; returns its exit code."""
     if concurrency is None:
@@ -330,17 +322,8 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     liveness = Liveness(
         control, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
     )
-    generate = GenerateHandler(ctx.registry, build_breaker(ctx), settings, ctx.store.add_attempt)
-    embed = EmbedHandler(ctx.registry, settings)
-    cached = caching(settings, ctx.redis, generate, embed.vector)
-    docs, search = DocumentStore(ctx.engine), embedder(embed, settings.rag_embedding_model)
-    handlers: dict[str, Handler] = {
-        "generate": RetrievingHandler(cached, docs, search),
-        "embed": embed,
-        "index": IndexHandler(docs, search),
-    }
     finish_hooks: list[FinishHook] = []
-    runner = JobRunner(ctx, liveness, handlers, finish_hooks)
+    runner = JobRunner(ctx, liveness, build_handlers(ctx), finish_hooks)
     batch_sweeper = batch_runtime.install(ctx, finish_hooks)
     webhook_sender = webhook_runtime.install(ctx, finish_hooks)
     reaper = Reaper(
