@@ -59,10 +59,6 @@ def request_digest(model: str, request: GenerationRequest) -> str:
     return _digest(model, {k: v for k, v in vars(request).items() if k not in _NOT_IN_KEY})
 
 
-def cache_key(key_id: str | None, model: str, request: GenerationRequest) -> str:
-    return redis_keys.response_cache(key_id or "-", request_digest(model, request))
-
-
 def index_key(key_id: str | None, model: str, request: GenerationRequest) -> str:
     """The semantic index of requests that differ from this one in their text alone."""
     same = {k: v for k, v in vars(request).items() if k not in _NOT_IN_KEY | _TEXT}
@@ -112,7 +108,10 @@ class ResponseCache:
             return None
         names = list(entries)
         matrix = np.frombuffer(b"".join(entries[n] for n in names), dtype=np.float32)
-        similarities = matrix.reshape(len(names), -1) @ vector
+        try:
+            similarities = matrix.reshape(len(names), -1) @ vector
+        except ValueError:  # vectors of another size: the embedding model was changed
+            return None
         best = int(np.argmax(similarities))
         if similarities[best] < threshold:
             return None
