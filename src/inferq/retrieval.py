@@ -9,8 +9,9 @@ embedded the same way and compared with every vector of the collection (cosine, 
 numpy: a few thousand documents per collection is what this is for; past that, a vector
 index); the `top_k` best at `min_score` or more go before the question as a system
 message (a prefix of the prompt), and the job's `result` names them. A job that asked for
-retrieval and cannot have it (no embedding model, or it fails) fails saying so rather
-than answer without its documents.
+retrieval and cannot have it (no embedding model, it fails, or the collection was
+indexed with a model whose vectors are of another size) fails saying so rather than
+answer without its documents.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ Handler = Callable[[ClaimedJob, StreamWriter, StopSignal], Outcome]
 # (vectors, tokens spent) for texts.
 Embed = Callable[[list[str]], tuple[list[list[float]], int]]
 CONTEXT_HEADER = "Answer using the context below where it is relevant.\n\nContext:\n"
+
+
+class NotComparable(Exception):
+    """The collection's vectors are all of another size than the question's: it was
+    indexed with another embedding model."""
 
 
 def embedder(handler: EmbedHandler, name: str | None) -> Embed | None:
@@ -99,7 +105,25 @@ class DocumentStore:
             documents.c.key_id == key_id, documents.c.collection == collection
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(select).all()
+            found = conn.execute(select).all()
+        # Vectors of another size come from another embedding model (the setting changed
+        # since they were indexed): they cannot be compared, and would misalign the matrix.
+        rows = [r for r in found if len(r.embedding) == query.nbytes]
+        if len(rows) < len(found):
+            if not rows:
+                size = len(found[0].embedding) // query.itemsize
+                raise NotComparable(
+                    f"collection {collection!r} was indexed with an embedding model of "
+                    f"{size} dimensions and INFERQ_RAG_EMBEDDING_MODEL gives {query.size}: "
+                    "index its documents again"
+                )
+            log.warning(
+                "collection %r: %d of %d documents were indexed with another embedding "
+                "model and are left out",
+                collection,
+                len(found) - len(rows),
+                len(found),
+            )
         if not rows:
             return []
         matrix = np.frombuffer(b"".join(r.embedding for r in rows), dtype=np.float32)
@@ -149,9 +173,12 @@ class RetrievingHandler:
             vectors, _ = self.embed([question(claimed.payload)])
         except (ProviderError, InferqError) as exc:
             return Outcome("failed", error_type="retrieval_unavailable", error_message=str(exc))
-        found = self.store.nearest(
-            claimed.key_id, rag["collection"], unit(vectors)[0], rag["top_k"], rag["min_score"]
-        )
+        try:
+            found = self.store.nearest(
+                claimed.key_id, rag["collection"], unit(vectors)[0], rag["top_k"], rag["min_score"]
+            )
+        except NotComparable as exc:
+            return Outcome("failed", error_type="retrieval_unavailable", error_message=str(exc))
         payload = with_context(claimed.payload, [text for _, text, _ in found])
         outcome = self.inner(replace(claimed, payload=payload), writer, stop)
         retrieved = [{"id": doc_id, "score": round(score, 4)} for doc_id, _, score in found]

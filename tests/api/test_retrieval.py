@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
+from inferq.db.engine import create_sync
+from inferq.db.tables import documents
 from inferq.retrieval import CONTEXT_HEADER
 from tests.api.test_jobs import submit, wait_terminal
 from tests.conftest import RedisDatabases, Service, start_service
@@ -72,6 +75,35 @@ def test_a_chat_job_is_sent_its_collections_most_relevant_documents(service: Ser
     assert deleted.json() == {"collection": "handbook", "deleted_documents": 3}
     assert gone.status_code == 404
     assert gone.headers["content-type"] == "application/problem+json"
+
+
+def test_a_collection_indexed_with_another_embedding_model_is_said_so(service: Service) -> None:
+    """Vectors of another size (the embedding model setting changed since they were
+    indexed) are left out; a collection with no others fails the job, naming why."""
+    question = "Is the office open on Monday?"
+    db = create_sync(service.database_url)
+    with service.client(service.create_key()) as client:
+        old = client.post("/v1/collections/old/documents", json={"documents": HANDBOOK})
+        old_ids = wait_terminal(client, old.json()["id"])["result"]["documents"]
+        with db.begin() as conn:  # as a model of 128 dimensions would have left them
+            conn.execute(
+                sa.update(documents)
+                .where(documents.c.id.in_(old_ids))
+                .values(embedding=bytes(4 * 128))
+            )
+        stale = ask(client, question, collection="old")
+        new = client.post("/v1/collections/old/documents", json={"documents": HANDBOOK[2:]})
+        new_ids = wait_terminal(client, new.json()["id"])["result"]["documents"]
+        mixed = ask(client, "Is there a vegan lunch?", collection="old", top_k=3)
+    db.dispose()
+    assert stale["status"] == "failed", stale
+    assert stale["error"]["type"] == "retrieval_unavailable"
+    assert "128 dimensions" in stale["error"]["message"]
+    assert "384" in stale["error"]["message"]
+    assert "index its documents again" in stale["error"]["message"]
+    # Re-indexed documents are compared; the stale ones are left out, not misread.
+    assert mixed["status"] == "succeeded", mixed
+    assert [d["id"] for d in mixed["result"]["retrieved"]] == new_ids
 
 
 def test_bad_document_requests_are_refused_with_a_problem(service: Service) -> None:
