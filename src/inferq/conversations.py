@@ -6,19 +6,32 @@ worker adds the job's own messages and its answer in the transaction that saves 
 as succeeded: a client who has the answer finds its turn in the conversation. A failed
 or cancelled job adds nothing. Turns are kept in the order their jobs finished; two
 turns sent at once both see the history as it was, and neither sees the other.
+
+A conversation outgrows what one request may carry: the message limit, and the model's
+context window when the registry gives one. The job is then sent the newest turns that
+fit (`window`), not refused; the conversation itself keeps every message.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from langchain_core.messages import BaseMessage, convert_to_messages, trim_messages
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferq.admission import estimate_prompt_tokens
+from inferq.config import Settings
 from inferq.db.tables import conversation_messages as table
 from inferq.jobs.schemas import JobCreate, Message
+from inferq.providers.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,45 @@ def add_turn(conn: sa.Connection, turn: Turn, job_id: str, now: datetime) -> Non
     conn.execute(table.insert(), rows)
 
 
+def window(
+    history: list[Message], job: JobCreate, spec: ModelSpec, settings: Settings
+) -> list[Message]:
+    """The newest messages of `history` that fit before the job's own: within the
+    message limit and, when the model's context window is known, its estimated tokens
+    beside the job's `max_tokens`. The window starts at a user message, after the
+    conversation's first system message when it has one that fits. A message over the
+    per-message limit (a long answer) ends the window: it would refuse every later turn.
+    """
+    own = job.messages or []
+    room = settings.max_messages - len(own)
+    if not history or room <= 0:
+        return []
+    tokens = sys.maxsize
+    if spec.context_window is not None:
+        tokens = (
+            spec.context_window - job.max_tokens - estimate_prompt_tokens([m.content for m in own])
+        )
+    limit = settings.max_message_chars
+
+    def cost(messages: list[BaseMessage]) -> int:
+        return sum(
+            tokens + 1 if len(text) > limit else estimate_prompt_tokens([text])
+            for text in (str(m.content) for m in messages)
+        )
+
+    kept = convert_to_messages([m.model_dump() for m in history])
+    for budget, counter in ((room, len), (tokens, cost)):
+        kept = trim_messages(
+            kept,
+            max_tokens=max(budget, 0),
+            token_counter=counter,
+            strategy="last",
+            start_on="human",
+            include_system=True,
+        )
+    return [Message(role=_ROLES[m.type], content=str(m.content)) for m in kept]
+
+
 class ConversationStore:
     """The API's side: read a conversation, put it before a job's messages, delete it."""
 
@@ -77,14 +129,24 @@ class ConversationStore:
         async with self.engine.begin() as conn:
             return int((await conn.execute(statement)).rowcount)
 
-    async def with_history(self, key_id: str, job: JobCreate) -> tuple[JobCreate, int | None]:
-        """The job with its conversation's messages first, and how many those are
-        (None for a job that names no conversation)."""
+    async def with_history(
+        self, key_id: str, job: JobCreate, spec: ModelSpec, settings: Settings
+    ) -> tuple[JobCreate, int | None]:
+        """The job with the newest of its conversation's messages that fit first, and
+        how many those are (None for a job that names no conversation)."""
         if job.conversation_id is None:
             return job, None
         history = [
             Message(role=m["role"], content=m["content"])
             for m in await self.messages(key_id, job.conversation_id)
         ]
-        merged = job.model_copy(update={"messages": [*history, *(job.messages or [])]})
-        return merged, len(history)
+        sent = window(history, job, spec, settings)
+        if len(sent) < len(history):
+            log.info(
+                "conversation %s: %d of %d earlier messages sent (the rest no longer fit)",
+                job.conversation_id,
+                len(sent),
+                len(history),
+            )
+        merged = job.model_copy(update={"messages": [*sent, *(job.messages or [])]})
+        return merged, len(sent)

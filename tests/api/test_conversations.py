@@ -3,12 +3,13 @@ earlier turns, and adds its own when it succeeds."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.api.test_jobs import submit, wait_terminal
-from tests.conftest import Service
+from tests.conftest import RedisDatabases, Service, start_service
 
 
 def words(text: str) -> int:
@@ -60,6 +61,69 @@ def test_a_conversation_sends_its_earlier_turns_and_keeps_each_new_one(service: 
     assert deleted.json() == {"id": "support:42", "deleted_messages": 4}
     assert gone.status_code == 404
     assert afresh.json()["usage"]["prompt_tokens"] == words("Hello again.")
+
+
+def sent_history(memory: list[dict[str, Any]], prompt_tokens: int, own: str) -> int:
+    """How many of the conversation's newest messages a job whose prompt counted
+    `prompt_tokens` words was sent before its own message `own`."""
+    for n in range(len(memory) + 1):
+        if sum(words(m["content"]) for m in memory[len(memory) - n :]) + words(own) == (
+            prompt_tokens
+        ):
+            return n
+    raise AssertionError(f"no suffix of the conversation accounts for {prompt_tokens} tokens")
+
+
+def test_a_long_conversation_sends_the_newest_turns_that_fit_the_context_window(
+    service: Service,
+) -> None:
+    """sim-short-context has a 100-token window: 16 for the answer, the rest for the
+    turns (an estimated 4 characters a token, 4 more a message)."""
+    own = "And what comes next?"
+    with service.client(service.create_key()) as client:
+        for turn in range(5):
+            said = chat(
+                client,
+                f"Turn {turn}: tell me more.",
+                "long",
+                model="sim-short-context",
+                max_tokens=16,
+            )
+            assert said.status_code == 200, said.text
+        memory = client.get("/v1/conversations/long").json()["messages"]
+        last = chat(client, own, "long", model="sim-short-context", max_tokens=16)
+        after = client.get("/v1/conversations/long").json()["messages"]
+    assert last.status_code == 200, last.text
+    n = sent_history(memory, last.json()["usage"]["prompt_tokens"], own)
+    assert 0 < n < len(memory) == 10  # some turns, not all
+    assert memory[-n]["role"] == "user"  # whole turns, from a question on
+    estimated = sum(-(-len(m["content"]) // 4) + 4 for m in [*memory[-n:], {"content": own}])
+    assert estimated + 16 <= 100
+    # The conversation itself keeps every message, the new turn's too.
+    assert len(after) == 12 and after[:10] == memory
+
+
+def test_a_conversation_past_the_message_limit_sends_its_newest_turns(
+    tmp_path: Path, redis_dbs: RedisDatabases
+) -> None:
+    svc = start_service(
+        tmp_path,
+        redis_dbs.allocate(),
+        f"sqlite:///{tmp_path / 'db'}",
+        workers=(("io", 4),),
+        extra_env={"INFERQ_MAX_MESSAGES": "5"},
+    )
+    try:
+        with svc.client() as client:
+            for turn in range(3):
+                assert chat(client, f"Question {turn}?", "c").status_code == 200
+            memory = client.get("/v1/conversations/c").json()["messages"]
+            last = chat(client, "And the last one?", "c")
+    finally:
+        svc.stop()
+    assert last.status_code == 200, last.text  # was 422: 7 messages against a limit of 5
+    # Room for 4 beside its own: the two newest turns.
+    assert sent_history(memory, last.json()["usage"]["prompt_tokens"], "And the last one?") == 4
 
 
 def test_a_failed_turn_is_not_remembered(service: Service) -> None:

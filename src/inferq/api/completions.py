@@ -94,7 +94,9 @@ async def _complete(
 
 async def _submit(body: Request, caller: Caller, services: Services) -> Job:
     spec = services.registry.get(body.model)
-    asked, history = await services.conversations.with_history(caller.key_id, body.to_job())
+    asked, history = await services.conversations.with_history(
+        caller.key_id, body.to_job(), spec, services.settings
+    )
     job_request = checked_job(asked, spec, services.settings)
     check_embedding_options(job_request, services.settings, services.registry)
     return await submit(

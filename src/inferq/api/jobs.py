@@ -50,8 +50,11 @@ async def create_job(
 
     async def accept() -> Answer:
         spec = services.registry.get(body.model, kind="chat")
-        # The limits hold for the whole request, the conversation's turns included.
-        whole, history = await services.conversations.with_history(caller.key_id, body)
+        # The limits hold for the whole request, the conversation's turns included (as
+        # many of the newest as fit).
+        whole, history = await services.conversations.with_history(
+            caller.key_id, body, spec, services.settings
+        )
         check_limits(whole, services.settings, spec.max_tokens)
         check_embedding_options(whole, services.settings, services.registry)
         await prepare_webhook(services, caller.key_id, body.webhook)
