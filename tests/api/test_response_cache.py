@@ -50,6 +50,21 @@ def test_a_repeated_request_is_answered_from_the_cache_without_a_provider_call(
     assert calls_for(service, prompt) == 4
 
 
+def test_cache_hits_spend_none_of_the_keys_tokens_per_minute(service: Service) -> None:
+    """A key's tokens-per-minute limit guards the provider: answers from the cache
+    settle their reservation to nothing, so repeating a cached request is not refused."""
+    asked = {"model": "sim", "prompt": f"budget {uuid.uuid4().hex[:8]}", "max_tokens": 8}
+    with service.client(service.create_key("--tpm", "120")) as client:
+        miss = run(client, **asked, cache="exact")
+        hits = [run(client, **asked, cache="exact") for _ in range(15)]
+        uncached = [client.post("/v1/jobs", json=asked) for _ in range(15)]
+    spent = miss["usage"]["prompt_tokens"] + miss["usage"]["completion_tokens"]
+    assert 15 * spent > 120  # fifteen provider calls' worth would be refused
+    assert [job["cached"] for job in hits] == [True] * 15
+    # Provider calls do spend it: the same request uncached is refused within 15.
+    assert 429 in [response.status_code for response in uncached]
+
+
 def test_openai_routes_take_cache_and_say_whether_it_answered(service: Service) -> None:
     content = f"cache me too {uuid.uuid4().hex[:8]}"
     body = {
