@@ -44,6 +44,11 @@ def semantic_index(key_id: str, digest: str) -> str:
     return f"{PREFIX}semcache:{{{key_id}}}:{digest}"
 
 
+def response_cache_patterns(key_id: str) -> list[str]:
+    """SCAN patterns of every cache entry of one API key (answers and their vectors)."""
+    return [response_cache(key_id, "*"), semantic_index(key_id, "*")]
+
+
 def rate(key_id: str, part: str) -> str:
     """An API key's admission state (`{key_id}` keeps a key's parts in one cluster slot)."""
     return f"{PREFIX}rate:{{{key_id}}}:{part}"

@@ -65,6 +65,28 @@ def test_cache_hits_spend_none_of_the_keys_tokens_per_minute(service: Service) -
     assert 429 in [response.status_code for response in uncached]
 
 
+def test_a_key_empties_its_cache_and_only_its_own(service: Service) -> None:
+    asked = {"model": "sim", "prompt": f"purge {uuid.uuid4().hex[:8]}", "cache": "exact"}
+    with (
+        service.client(service.create_key()) as client,
+        service.client(service.create_key()) as other,
+    ):
+        mine, theirs = run(client, **asked), run(other, **asked)
+        run(client, model="sim", prompt="Name three colours.", cache="semantic")
+        purged = client.delete("/v1/cache")
+        again = run(client, **asked)
+        meaning = run(client, model="sim", prompt="Name three colours!", cache="semantic")
+        still_theirs = run(other, **asked)
+        empty = client.delete("/v1/cache")
+    assert [mine["cached"], theirs["cached"]] == [False, False]
+    # The exact answer, the semantic one and its index of vectors.
+    assert purged.status_code == 200 and purged.json() == {"deleted_entries": 3}
+    assert again["cached"] is False  # asked again after the purge: run again
+    assert meaning["cached"] is False
+    assert still_theirs["cached"] is True  # the other key's entry survived
+    assert empty.json() == {"deleted_entries": 3}  # cached anew
+
+
 def test_openai_routes_take_cache_and_say_whether_it_answered(service: Service) -> None:
     content = f"cache me too {uuid.uuid4().hex[:8]}"
     body = {

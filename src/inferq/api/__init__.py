@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from inferq.api import (
     admin,
     batches,
+    cache,
     collections,
     completions,
     conversations,
@@ -26,6 +27,7 @@ router.include_router(jobs.router)
 router.include_router(events.router)
 router.include_router(completions.router)
 router.include_router(conversations.router)
+router.include_router(cache.router)
 router.include_router(collections.router)
 router.include_router(embeddings.router)
 router.include_router(files.router)
