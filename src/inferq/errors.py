@@ -13,6 +13,7 @@
     ├── Conflict                409
     ├── RateLimited             429  a per-key limit (Retry-After, RateLimit-* headers)
     ├── JobFailed               502  a synchronous route's job failed
+    │   └── JobInvalid          400  ... because the provider found the request invalid
     ├── JobPending              504  a synchronous route stopped waiting (the job goes on)
     ├── ServiceUnavailable      503
     │   ├── QueueUnavailable    503  the broker cannot take the job
@@ -23,6 +24,7 @@
         ├── ProviderRateLimited      retryable, may carry retry_after
         ├── ProviderUnavailable      retryable: connection errors, 5xx
         └── ProviderRejected         not retryable: the provider refused the request (4xx)
+            └── ProviderInvalidRequest   the request itself: 400/413/422, too long a prompt
 
 Routes raise these; `problem_response` turns any of them into `application/problem+json`.
 """
@@ -153,6 +155,16 @@ class JobFailed(InferqError):
     title = "The job failed"
 
 
+class JobInvalid(JobFailed):
+    """A synchronous route's job was refused by the provider as invalid (a prompt longer
+    than the model's context, a parameter it does not take): the client's to fix, so a
+    400 as the provider's own API would answer, not a gateway failure."""
+
+    status = 400
+    slug = "job-invalid"
+    title = "The model provider found the request invalid"
+
+
 class RateLimited(InferqError):
     status = 429
     slug = "rate-limited"
@@ -219,3 +231,13 @@ class ProviderRejected(ProviderError):
     slug = "provider-rejected"
     title = "The model provider rejected the request"
     kind = "rejected"
+
+
+class ProviderInvalidRequest(ProviderRejected):
+    """The provider refused the request itself (400, 413, 422; a prompt past the context
+    window), as opposed to refusing us (401, 403: its credentials; 404: no such model),
+    which is the service's to fix."""
+
+    slug = "provider-invalid-request"
+    title = "The model provider found the request invalid"
+    kind = "invalid_request"

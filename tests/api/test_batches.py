@@ -86,6 +86,16 @@ def test_completions_batch_answers_text_completions(service: Service, sdk: opena
         assert completion.choices[0].text == job["output"]["text"]
 
 
+def test_a_line_the_provider_finds_invalid_is_a_400_in_the_error_file(sdk: openai.OpenAI) -> None:
+    lines = [chat_line("fine"), chat_line("invalid", model="sim-invalid")]
+    done = wait_batch(sdk, start_batch(sdk, lines).id)
+    [error] = result_lines(sdk, done.error_file_id)
+    assert done.status == "completed" and error["custom_id"] == "invalid"
+    assert error["error"]["code"] == "invalid_request"
+    assert error["response"]["status_code"] == 400
+    assert error["response"]["body"]["error"]["type"] == "invalid_request_error"
+
+
 def test_200_lines_with_5_percent_failing_end_in_the_right_files(sdk: openai.OpenAI) -> None:
     custom_ids = [f"line-{i:03d}" for i in range(200)]
     failing = set(custom_ids[::20])

@@ -190,6 +190,27 @@ def test_failed_job_is_an_error_naming_the_job(sdk: openai.OpenAI) -> None:
     assert isinstance(body, dict) and body.get("job_id")
 
 
+def test_a_prompt_past_the_models_context_is_a_400_naming_the_job(sdk: openai.OpenAI) -> None:
+    """llama.cpp refuses a prompt longer than its context window: the client's request
+    is at fault, so the OpenAI SDK sees a BadRequestError (400), not a gateway failure."""
+    too_long = [{"role": "user", "content": "word " * 3000}]  # gemma-3-270m: 2048 tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="gemma-3-270m", messages=too_long, max_tokens=4)  # type: ignore[arg-type]
+    body = refused.value.body
+    assert isinstance(body, dict) and body.get("job_id")
+    assert body["type"] == "invalid_request_error" and body["code"] == "job_invalid"
+    assert "exceed context window" in body["message"]
+    # A simulated provider that answers 400 the same; a stream ends with the same error.
+    with pytest.raises(openai.BadRequestError):
+        sdk.completions.create(model="sim-invalid", prompt="x")
+    stream = sdk.chat.completions.create(
+        model="sim-invalid", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIError) as ended:
+        list(stream)
+    assert "invalid_request" in str(ended.value.body)
+
+
 def test_streaming_client_that_disconnects_cancels_its_job(service: Service) -> None:
     body = {"model": "sim-slow", "messages": [{"role": "user", "content": "long"}], "stream": True}
     with service.client() as client:

@@ -14,8 +14,8 @@ import pytest
 
 from inferq.errors import (
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
-    ProviderRejected,
     ProviderUnavailable,
 )
 from inferq.providers.anthropic import AnthropicProvider
@@ -112,11 +112,11 @@ def test_anthropic_rate_limit_is_retryable_with_retry_after() -> None:
     assert raised.value.retry_after == float(recording.header("retry-after"))
 
 
-def test_anthropic_invalid_request_is_rejected_not_retryable() -> None:
+def test_anthropic_invalid_request_is_invalid_not_retryable() -> None:
     recording = Recording.load("anthropic_messages_invalid_request.txt")
     message = json.loads(recording.body)["error"]["message"]
     server = ReplayServer(recording, expect_messages_request(32))
-    with server, pytest.raises(ProviderRejected) as raised:
+    with server, pytest.raises(ProviderInvalidRequest) as raised:
         collect(provider_for(server), GenerationRequest(messages=CHAT, max_tokens=32))
     assert server.problems == []
     assert not raised.value.retryable

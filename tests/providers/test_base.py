@@ -18,8 +18,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
-from inferq.errors import ProviderRejected
-from inferq.providers.base import ChatModelProvider, Delta, retry_after_seconds
+from inferq.errors import ProviderInvalidRequest, ProviderRejected
+from inferq.providers.base import ChatModelProvider, Delta, retry_after_seconds, status_error
 from inferq.providers.llamacpp import LlamaCppProvider
 from inferq.providers.request import GenerationRequest
 from inferq.providers.sim import SimProvider
@@ -38,8 +38,10 @@ def test_cancel_set_before_the_start_finishes_without_calling_the_model(tmp_path
 
 def test_a_model_that_cannot_be_built_fails_as_a_provider_error(tmp_path: Path) -> None:
     provider = LlamaCppProvider(name="gone", params={"model_path": str(tmp_path / "no.gguf")})
-    with pytest.raises(ProviderRejected):
+    with pytest.raises(ProviderRejected) as raised:
         collect(provider, GenerationRequest(prompt="hello"))
+    # The registry's fault, not the request's: no 400 for the client.
+    assert not isinstance(raised.value, ProviderInvalidRequest)
 
 
 @pytest.mark.parametrize(
@@ -208,3 +210,14 @@ def test_a_model_with_a_langchain_cache_is_called_through_langchain_so_the_cache
     model = provider.model
     assert isinstance(model, _Whole)
     assert model.calls == ["count"]  # the second answer came from the cache
+
+
+@pytest.mark.parametrize(
+    ("status", "invalid"), [(400, True), (413, True), (422, True), (401, False), (404, False)]
+)
+def test_an_http_refusal_is_the_requests_fault_only_for_400_413_422(
+    status: int, invalid: bool
+) -> None:
+    error = status_error(status, "refused", {})
+    assert isinstance(error, ProviderRejected) and not error.retryable
+    assert isinstance(error, ProviderInvalidRequest) is invalid

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from inferq.errors import ProviderRejected
+from inferq.errors import ProviderInvalidRequest
 from inferq.providers.base import Delta
 from inferq.providers.llamacpp import (
     TURN_STOP,
@@ -160,8 +160,8 @@ def test_llamacpp_cancel_mid_generation_stops_llama(provider: LlamaCppProvider) 
     assert after.finish_reason == "length"
 
 
-def test_llamacpp_prompt_longer_than_the_context_is_rejected(provider: LlamaCppProvider) -> None:
-    with pytest.raises(ProviderRejected) as raised:
+def test_llamacpp_prompt_longer_than_the_context_is_invalid(provider: LlamaCppProvider) -> None:
+    with pytest.raises(ProviderInvalidRequest) as raised:
         collect(provider, GenerationRequest(prompt="word " * (N_CTX + 100), max_tokens=4))
     assert not raised.value.retryable
     assert "context window" in raised.value.detail

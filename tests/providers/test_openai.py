@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from inferq.errors import (
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -121,6 +122,8 @@ def test_openai_client_error_is_rejected_not_retryable(server_url: str) -> None:
         collect(provider, GenerationRequest(messages=user("Hi"), max_tokens=4))
     assert not raised.value.retryable
     assert "401" in raised.value.detail
+    # Our credentials, not the client's request: not a 400 for the client.
+    assert not isinstance(raised.value, ProviderInvalidRequest)
 
 
 def test_openai_slow_answer_is_a_timeout(server_url: str) -> None:

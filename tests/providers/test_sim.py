@@ -14,6 +14,7 @@ import pytest
 
 from inferq.errors import (
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -118,6 +119,7 @@ def test_sim_latency_and_token_rate_are_roughly_respected() -> None:
         ("timeout", ProviderTimeout, True),
         ("rate_limited", ProviderRateLimited, True),
         ("rejected", ProviderRejected, False),
+        ("invalid_request", ProviderInvalidRequest, False),
     ],
 )
 def test_sim_failure_kind_maps_to_its_provider_error(

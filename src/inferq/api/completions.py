@@ -17,8 +17,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.deps import CurrentCaller, IdempotencyKey, ServicesDep, require_json
-from inferq.api.submission import answer_once, cancel, submit, wait_finished
-from inferq.errors import JobFailed
+from inferq.api.submission import answer_once, cancel, failure, submit, wait_finished
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
@@ -81,13 +80,7 @@ async def _complete(
             if body.cache != "off":  # asked for: say whether it answered
                 headers[CACHE_HEADER] = "hit" if final.cached else "miss"
             return Answer(200, rendered, headers)
-        error = final.error
-        raise JobFailed(
-            error.message if error else f"the job ended {final.status}",
-            headers=headers,
-            job_id=final.id,
-            job_status=final.status,
-        )
+        raise failure(final, headers)
 
     return await answer_once(services, caller.key_id, idempotency_key, body, complete)
 

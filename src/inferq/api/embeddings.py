@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.completions import JOB_HEADER
 from inferq.api.deps import CurrentCaller, ServicesDep, require_json
-from inferq.api.submission import submit, wait_finished
+from inferq.api.submission import failure, submit, wait_finished
 from inferq.config import Settings
-from inferq.errors import InvalidRequest, JobFailed
+from inferq.errors import InvalidRequest
 from inferq.jobs.schemas import Job, Priority
 from inferq.jobs.store import NewJob
 from inferq.providers.registry import ModelSpec
@@ -73,13 +73,7 @@ async def create_embeddings(
     final = await wait_finished(services, caller.key_id, job.id, headers)
     vectors = (final.result or {}).get("embeddings")
     if final.status != "succeeded" or not isinstance(vectors, list):
-        error = final.error
-        raise JobFailed(
-            error.message if error else f"the job ended {final.status}",
-            headers=headers,
-            job_id=final.id,
-            job_status=final.status,
-        )
+        raise failure(final, headers)
     rendered = render(final, vectors, body.encoding_format)
     return Response(orjson.dumps(rendered), media_type="application/json", headers=headers)
 

@@ -16,7 +16,16 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from inferq.admission import Decision, estimate_prompt_tokens
-from inferq.errors import JobNotFound, JobPending, Overloaded, QueueUnavailable, RateLimited
+from inferq.errors import (
+    JobFailed,
+    JobInvalid,
+    JobNotFound,
+    JobPending,
+    Overloaded,
+    ProviderInvalidRequest,
+    QueueUnavailable,
+    RateLimited,
+)
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
 from inferq.jobs.store import NewJob
@@ -229,4 +238,17 @@ async def wait_finished(
         f"job {job_id} is still running; poll /v1/jobs/{job_id} for its result",
         headers=headers,
         job_id=job_id,
+    )
+
+
+def failure(final: Job, headers: dict[str, str]) -> JobFailed:
+    """What a synchronous route answers for a job that did not succeed: 400 when the
+    provider found the request invalid (the client's to fix), else 502."""
+    error = final.error
+    invalid = error is not None and error.type == ProviderInvalidRequest.kind
+    return (JobInvalid if invalid else JobFailed)(
+        error.message if error else f"the job ended {final.status}",
+        headers=headers,
+        job_id=final.id,
+        job_status=final.status,
     )

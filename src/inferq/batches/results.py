@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from inferq.errors import ProviderInvalidRequest
 from inferq.jobs.schemas import Job
 from inferq.oai import format
 
@@ -16,6 +17,7 @@ RENDERERS: dict[str, Callable[[Job], dict[str, Any]]] = {
 }
 # The status a synchronous route answers for a failed job (JobFailed).
 FAILED_STATUS = 502
+INVALID_STATUS = 400  # the provider found the line's request invalid
 UNFINISHED_ERRORS = {
     "expired": (
         "batch_expired",
@@ -60,7 +62,9 @@ def _success(job: Job, render: Callable[[Job], dict[str, Any]]) -> dict[str, Any
 
 
 def _failure(job: Job) -> dict[str, Any]:
-    return {"status_code": FAILED_STATUS, "request_id": job.id, "body": format.job_error(job)}
+    invalid = job.error is not None and job.error.type == ProviderInvalidRequest.kind
+    status = INVALID_STATUS if invalid else FAILED_STATUS
+    return {"status_code": status, "request_id": job.id, "body": format.job_error(job)}
 
 
 def _job_error(job: Job) -> dict[str, Any]:

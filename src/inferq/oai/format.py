@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from inferq.errors import ProviderInvalidRequest
 from inferq.jobs.schemas import Job
 
 FINISH_REASONS = {"stop": "stop", "length": "length"}
@@ -133,11 +134,13 @@ def error_body(message: str, type_: str, code: str | None, **extra: Any) -> dict
 
 
 def job_error(job: Job) -> dict[str, Any]:
-    """A failed job as an OpenAI error object (the provider's failure, type api_error)."""
+    """A failed job as an OpenAI error object: type api_error (the provider's failure),
+    or invalid_request_error when the provider found the request invalid."""
     error = job.error
+    invalid = error is not None and error.type == ProviderInvalidRequest.kind
     return error_body(
         error.message if error else "the job failed",
-        "api_error",
+        "invalid_request_error" if invalid else "api_error",
         error.type if error else "job_failed",
         job_id=job.id,
     )

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from inferq.errors import (
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -75,7 +76,10 @@ def map_anthropic_error(exc: Exception) -> ProviderError:
         return ProviderUnavailable(detail)
     if kind == "timeout_error" or exc.status_code == 408:
         return ProviderTimeout(detail)
-    return ProviderRejected(f"{exc.status_code} {kind or 'error'}: {message or exc.message}")
+    refused = f"{exc.status_code} {kind or 'error'}: {message or exc.message}"
+    if kind in ("invalid_request_error", "request_too_large") or exc.status_code in (400, 413):
+        return ProviderInvalidRequest(refused)
+    return ProviderRejected(refused)
 
 
 def _error_body(body: object) -> tuple[str | None, str | None]:

@@ -31,6 +31,7 @@ from langsmith.utils import tracing_is_enabled
 
 from inferq.errors import (
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -336,7 +337,8 @@ def _finish_reason(metadata: Mapping[str, Any]) -> str | None:
 
 def status_error(status: int, message: str, headers: Mapping[str, str]) -> ProviderError:
     """The ProviderError for an HTTP error answer: 429 rate-limited (with its
-    Retry-After), 408 and 5xx retryable, any other 4xx a refusal."""
+    Retry-After), 408 and 5xx retryable, 400/413/422 the request found invalid, any
+    other 4xx a refusal (of our credentials, or of the model's name)."""
     detail = f"{status}: {message}"
     if status == 429:
         return ProviderRateLimited(detail, retry_after=retry_after_seconds(headers))
@@ -344,6 +346,8 @@ def status_error(status: int, message: str, headers: Mapping[str, str]) -> Provi
         return ProviderTimeout(detail)
     if status >= 500:
         return ProviderUnavailable(detail)
+    if status in (400, 413, 422):
+        return ProviderInvalidRequest(detail)
     return ProviderRejected(detail)
 
 

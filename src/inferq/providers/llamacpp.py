@@ -26,7 +26,12 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-from inferq.errors import ProviderError, ProviderRejected, ProviderUnavailable
+from inferq.errors import (
+    ProviderError,
+    ProviderInvalidRequest,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from inferq.providers.base import ChatModelProvider
 from inferq.providers.request import GenerationRequest
 
@@ -267,9 +272,12 @@ class LlamaCppProvider(ChatModelProvider):
         return kwargs
 
     def map_error(self, exc: Exception) -> ProviderError:
-        # llama-cpp-python raises ValueError for requests it cannot serve, e.g. a
-        # prompt longer than the context window: retrying will not help.
+        # llama-cpp-python raises ValueError for what it cannot serve: retrying will not
+        # help. A prompt longer than the context window is the request's fault; a model
+        # file that does not load is the registry's.
         if isinstance(exc, ValueError):
+            if "context window" in str(exc):
+                return ProviderInvalidRequest(str(exc))
             return ProviderRejected(str(exc))
         return ProviderUnavailable(f"{type(exc).__name__}: {exc}")
 

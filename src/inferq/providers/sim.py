@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from inferq.errors import (
     ProviderError,
+    ProviderInvalidRequest,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
@@ -36,7 +37,7 @@ from inferq.errors import (
 from inferq.providers.base import ChatModelProvider
 from inferq.providers.request import GenerationRequest
 
-FailureKind = Literal["unavailable", "timeout", "rate_limited", "rejected"]
+FailureKind = Literal["unavailable", "timeout", "rate_limited", "rejected", "invalid_request"]
 
 _WORDS = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
@@ -263,6 +264,7 @@ _ERRORS: dict[str, type[ProviderError]] = {
     "unavailable": ProviderUnavailable,
     "timeout": ProviderTimeout,
     "rejected": ProviderRejected,
+    "invalid_request": ProviderInvalidRequest,
 }
 
 
