@@ -254,6 +254,9 @@ def test_a_reaper_whose_recover_lost_its_answer_still_requeues_the_job(
         job = submit(client, model="sim", prompt="its worker died")
         assert store.claim(job["id"], "gone:1:dead") is not None  # no alive key: dead
         assert reaper.sweep() == 1
+        # At once again: the first sweep's lock holds, so this one does not run (and its
+        # loop does not take it as a sign that the database answers).
+        assert reaper.sweep() is None
         now = client.get(f"/v1/jobs/{job['id']}").json()
     engine.dispose()
     assert tries == ["queued"]  # one update, read back after its answer was lost

@@ -51,11 +51,12 @@ class Reaper:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def sweep(self) -> int:
-        """One pass; returns how many jobs it moved. Only one worker sweeps at a time."""
+    def sweep(self) -> int | None:
+        """One pass; returns how many jobs it moved, or None when it did not run (another
+        sweep holds the lock). Only one worker sweeps at a time."""
         lock_ms = max(int(self.interval * 1000), 500)
         if not self.client.set(redis_keys.REAPER_LOCK, b"1", nx=True, px=lock_ms):
-            return 0
+            return None
         moved = self._recover_dead_workers()
         if self.orphans is not None:
             moved += self.orphans()
@@ -102,8 +103,11 @@ class Reaper:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.sweep()
+                moved = self.sweep()
             except Exception as exc:
                 self._failures.failed(exc)
             else:
-                self._failures.worked()
+                # A sweep skipped for the lock (another worker's, or this one's last,
+                # failed, pass holds it) asked the database nothing: no "works again".
+                if moved is not None:
+                    self._failures.worked()

@@ -53,11 +53,12 @@ class BatchSweeper:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def sweep(self) -> int:
-        """One pass; returns how many batches it handed to the workers."""
+    def sweep(self) -> int | None:
+        """One pass; returns how many batches it handed to the workers, or None when it
+        did not run (another worker's sweep holds the lock)."""
         lock_ms = max(int(self.interval * 1000), 500)
         if not self.client.set(redis_keys.BATCH_SWEEP_LOCK, b"1", nx=True, px=lock_ms):
-            return 0
+            return None
         rows = self._candidates()
         alive = self._alive({r.worker_id for r in rows if r.worker_id})
         handed = 0
@@ -112,8 +113,11 @@ class BatchSweeper:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.sweep()
+                handed = self.sweep()
             except Exception as exc:
                 self._failures.failed(exc)
             else:
-                self._failures.worked()
+                # A sweep skipped for the lock asked the database nothing: it says
+                # nothing about an outage (it read as "works again" mid-outage).
+                if handed is not None:
+                    self._failures.worked()
