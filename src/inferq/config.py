@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     # Retrieval (`rag` on a chat job, documents under /v1/collections): the registry's
     # embedding model that indexes documents and queries (None turns it off).
     rag_embedding_model: str | None = "all-minilm-l6-v2"
+    # A longer document is indexed in pieces of at most this many characters (all-MiniLM
+    # reads about 1,000 characters of English, 256 word pieces), each overlapping the
+    # one before: a question finds the piece that answers it, and only that piece goes
+    # before it.
+    rag_chunk_chars: int = Field(default=1000, ge=100)
+    rag_chunk_overlap: int = Field(default=100, ge=0)
     # Total time a job may take, across attempts and fallbacks (a model may set its own).
     job_timeout_seconds: int = 600
     # How many times a job may be delivered to a worker that then died.

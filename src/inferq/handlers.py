@@ -10,7 +10,7 @@ from inferq.embedding_jobs import EmbedHandler
 from inferq.generation import GenerateHandler
 from inferq.resilience.breaker import BreakerConfig, CircuitBreaker
 from inferq.response_cache import caching
-from inferq.retrieval import DocumentStore, IndexHandler, RetrievingHandler, embedder
+from inferq.retrieval import DocumentStore, IndexHandler, RetrievingHandler, embedder, splitter
 
 if TYPE_CHECKING:
     from inferq.worker import Handler, WorkerContext
@@ -30,5 +30,5 @@ def build_handlers(ctx: WorkerContext) -> dict[str, Handler]:
     return {
         "generate": RetrievingHandler(cached, docs, search),
         "embed": embed,
-        "index": IndexHandler(docs, search),
+        "index": IndexHandler(docs, search, splitter(settings)),
     }

@@ -1,9 +1,12 @@
 """Retrieval-augmented generation, on the worker: index documents, and put the ones most
 like a job's question before it.
 
-An "index" job embeds its documents with `INFERQ_RAG_EMBEDDING_MODEL` (through the
-worker's embedding batcher) and stores them with their vectors in the database, under
-the API key and collection; run again after a crash, it replaces its own rows. A chat
+An "index" job splits each document longer than `INFERQ_RAG_CHUNK_CHARS` into
+overlapping pieces (LangChain's recursive splitter: paragraphs, then sentences, then
+words), embeds them with `INFERQ_RAG_EMBEDDING_MODEL` (through the worker's embedding
+batcher) and stores them with their vectors in the database, under the API key and
+collection: document `i` of the job is row `<job>:<i>`, or rows `<job>:<i>:<k>` when
+split. Run again after a crash, it replaces its own rows. A chat
 or completion job with `rag` has its question (the last user message, or the prompt)
 embedded the same way and compared with every vector of the collection (cosine, in
 numpy: a few thousand documents per collection is what this is for; past that, a vector
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from inferq.config import Settings
 from inferq.db.tables import documents
 from inferq.embedding_jobs import EmbedHandler
 from inferq.errors import InferqError, ProviderError
@@ -63,6 +68,36 @@ def unit(vectors: list[list[float]]) -> np.ndarray:
     return matrix / np.where(norms == 0, 1, norms)
 
 
+@dataclass(frozen=True)
+class Piece:
+    """What one row holds: a whole document (`id` "3") or a piece of one ("3:0")."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def splitter(settings: Settings) -> Callable[[list[dict[str, Any]]], list[Piece]]:
+    """Documents → the pieces to embed and store, in order."""
+    split = RecursiveCharacterTextSplitter(
+        chunk_size=settings.rag_chunk_chars,
+        chunk_overlap=min(settings.rag_chunk_overlap, settings.rag_chunk_chars // 2),
+    ).split_text
+
+    def pieces(docs: list[dict[str, Any]]) -> list[Piece]:
+        out: list[Piece] = []
+        for i, doc in enumerate(docs):
+            meta = doc.get("metadata") or {}
+            parts = split(doc["text"]) if len(doc["text"]) > settings.rag_chunk_chars else []
+            if len(parts) < 2:
+                out.append(Piece(str(i), doc["text"], meta))
+            else:
+                out += [Piece(f"{i}:{k}", part, meta) for k, part in enumerate(parts)]
+        return out
+
+    return pieces
+
+
 class DocumentStore:
     """A key's documents by collection (sync: the worker's threads)."""
 
@@ -74,23 +109,24 @@ class DocumentStore:
         job_id: str,
         key_id: str,
         collection: str,
-        docs: list[dict[str, Any]],
+        docs: list[Piece],
         vectors: np.ndarray,
     ) -> list[str]:
-        """Store the index job's documents, replacing any an earlier run of it stored."""
+        """Store the index job's documents (or their pieces: `Piece.id`), replacing any
+        an earlier run of it stored."""
         now = utcnow()
         rows = [
             {
-                "id": f"{job_id}:{i}",
+                "id": f"{job_id}:{doc.id}",
                 "key_id": key_id,
                 "collection": collection,
-                "text": doc["text"],
-                "meta": doc.get("metadata") or {},
+                "text": doc.text,
+                "meta": doc.metadata,
                 "embedding": vector.tobytes(),
                 "job_id": job_id,
                 "created_at": now,
             }
-            for i, (doc, vector) in enumerate(zip(docs, vectors, strict=True))
+            for doc, vector in zip(docs, vectors, strict=True)
         ]
         with self.engine.begin() as conn:
             conn.execute(documents.delete().where(documents.c.job_id == job_id))
@@ -137,16 +173,22 @@ class DocumentStore:
 class IndexHandler:
     """Jobs of kind "index" (payload {"collection", "documents": [{"text", "metadata"}]})."""
 
-    def __init__(self, store: DocumentStore, embed: Embed | None) -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        embed: Embed | None,
+        split: Callable[[list[dict[str, Any]]], list[Piece]],
+    ) -> None:
         self.store = store
         self.embed = embed
+        self.split = split
 
     def __call__(self, claimed: ClaimedJob, writer: StreamWriter, stop: StopSignal) -> Outcome:
         if self.embed is None or claimed.key_id is None:
             return _unavailable("documents cannot be indexed")
-        docs: list[dict[str, Any]] = claimed.payload["documents"]
+        docs = self.split(claimed.payload["documents"])
         try:
-            vectors, tokens = self.embed([doc["text"] for doc in docs])
+            vectors, tokens = self.embed([doc.text for doc in docs])
         except (ProviderError, InferqError) as exc:
             return Outcome("failed", error_type="retrieval_unavailable", error_message=str(exc))
         collection = claimed.payload["collection"]

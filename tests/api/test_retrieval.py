@@ -77,6 +77,37 @@ def test_a_chat_job_is_sent_its_collections_most_relevant_documents(service: Ser
     assert gone.headers["content-type"] == "application/problem+json"
 
 
+def test_a_long_document_is_indexed_in_pieces_and_only_the_answering_one_is_sent(
+    service: Service,
+) -> None:
+    """Three paragraphs of ~700 characters: past the 1,000-character pieces, so each is
+    a piece of its own (the splitter cuts at paragraphs first)."""
+    topics = [
+        "The office opens at nine and closes at five on weekdays. ",
+        "Visitors park for free in lot B behind the main building. ",
+        "The cafeteria serves a vegan lunch every Friday at noon. ",
+    ]
+    long_doc = "\n\n".join(topic * 12 for topic in topics)
+    question = "Where can visitors park their car?"
+    with service.client(service.create_key()) as client:
+        indexing = client.post(
+            "/v1/collections/manual/documents",
+            json={"documents": [{"text": long_doc, "metadata": {"title": "manual"}}]},
+        )
+        indexed = wait_terminal(client, indexing.json()["id"])
+        listed = client.get("/v1/collections/manual/documents").json()["data"]
+        answered = ask(client, question, collection="manual", top_k=1)
+    job = indexing.json()["id"]
+    assert indexed["result"]["documents"] == [f"{job}:0:{k}" for k in range(3)]
+    assert [d["text"] for d in listed] == [(topic * 12).strip() for topic in topics]
+    assert all(d["metadata"] == {"title": "manual"} for d in listed)
+    [retrieved] = answered["result"]["retrieved"]
+    assert retrieved["id"] == f"{job}:0:1"  # the parking paragraph
+    # Only that piece went before the question, not the whole document.
+    sent = CONTEXT_HEADER + "[1] " + (topics[1] * 12).strip()
+    assert answered["usage"]["prompt_tokens"] == words(sent) + words(question)
+
+
 def test_a_collection_indexed_with_another_embedding_model_is_said_so(service: Service) -> None:
     """Vectors of another size (the embedding model setting changed since they were
     indexed) are left out; a collection with no others fails the job, naming why."""
