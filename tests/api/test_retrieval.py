@@ -108,6 +108,18 @@ def test_a_long_document_is_indexed_in_pieces_and_only_the_answering_one_is_sent
     assert answered["usage"]["prompt_tokens"] == words(sent) + words(question)
 
 
+def test_a_collection_lists_its_documents_in_the_order_they_were_sent(service: Service) -> None:
+    sent = [{"text": f"Note number {n}."} for n in range(12)]
+    with service.client(service.create_key()) as client:
+        wait_terminal(
+            client,
+            client.post("/v1/collections/notes/documents", json={"documents": sent}).json()["id"],
+        )
+        listed = client.get("/v1/collections/notes/documents").json()["data"]
+    # As text, `<job>:10` sorted before `<job>:2`.
+    assert [d["text"] for d in listed] == [d["text"] for d in sent]
+
+
 def test_a_collection_indexed_with_another_embedding_model_is_said_so(service: Service) -> None:
     """Vectors of another size (the embedding model setting changed since they were
     indexed) are left out; a collection with no others fails the job, naming why."""

@@ -94,14 +94,23 @@ async def list_documents(
     query = (
         sa.select(documents.c.id, documents.c.text, documents.c.meta, documents.c.created_at)
         .where(documents.c.key_id == key_id, documents.c.collection == collection)
-        .order_by(documents.c.created_at, documents.c.id)
     )
     async with services.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     if not rows:
         raise CollectionNotFound(f"no collection {collection!r}")
-    data = [Document(id=r.id, text=r.text, metadata=r.meta, created_at=r.created_at) for r in rows]
+    data = [
+        Document(id=r.id, text=r.text, metadata=r.meta, created_at=r.created_at)
+        for r in sorted(rows, key=_position)
+    ]
     return DocumentPage(collection=collection, data=data)
+
+
+def _position(row: Any) -> tuple[Any, ...]:
+    """Oldest job first, then each job's documents (and their pieces) in the order they
+    were sent: ids are `<job>:<i>` or `<job>:<i>:<k>`, and as text `:10` sorts before `:2`."""
+    job, *place = row.id.split(":")
+    return (row.created_at, job, *(int(p) for p in place))
 
 
 @router.delete("/{collection}")
