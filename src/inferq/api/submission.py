@@ -22,7 +22,6 @@ from inferq.errors import (
     JobNotFound,
     JobPending,
     Overloaded,
-    ProviderInvalidRequest,
     QueueUnavailable,
     RateLimited,
 )
@@ -245,8 +244,7 @@ def failure(final: Job, headers: dict[str, str]) -> JobFailed:
     """What a synchronous route answers for a job that did not succeed: 400 when the
     provider found the request invalid (the client's to fix), else 502."""
     error = final.error
-    invalid = error is not None and error.type == ProviderInvalidRequest.kind
-    return (JobInvalid if invalid else JobFailed)(
+    return (JobInvalid if final.refused_as_invalid else JobFailed)(
         error.message if error else f"the job ended {final.status}",
         headers=headers,
         job_id=final.id,

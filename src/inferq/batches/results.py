@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 
-from inferq.errors import ProviderInvalidRequest
 from inferq.jobs.schemas import Job
 from inferq.oai import format
 
@@ -62,8 +61,7 @@ def _success(job: Job, render: Callable[[Job], dict[str, Any]]) -> dict[str, Any
 
 
 def _failure(job: Job) -> dict[str, Any]:
-    invalid = job.error is not None and job.error.type == ProviderInvalidRequest.kind
-    status = INVALID_STATUS if invalid else FAILED_STATUS
+    status = INVALID_STATUS if job.refused_as_invalid else FAILED_STATUS
     return {"status_code": status, "request_id": job.id, "body": format.job_error(job)}
 
 

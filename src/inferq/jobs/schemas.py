@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inferq.errors import ProviderInvalidRequest
 from inferq.providers.request import GenerationRequest
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -155,6 +156,12 @@ class Job(BaseModel):
     webhook_url: str | None = Field(default=None, exclude=True)
     # Lets the batch hook skip jobs of no batch without a query; never serialized.
     batch_id: str | None = Field(default=None, exclude=True)
+
+    @property
+    def refused_as_invalid(self) -> bool:
+        """Failed because the provider found the request itself invalid: the client's to
+        fix, so the OpenAI routes and batch lines answer 400, not 502."""
+        return self.error is not None and self.error.type == ProviderInvalidRequest.kind
 
     @classmethod
     def from_row(cls, row: Any) -> Job:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferq.errors import ProviderInvalidRequest
 from inferq.jobs.schemas import Job
 
 FINISH_REASONS = {"stop": "stop", "length": "length"}
@@ -137,10 +136,9 @@ def job_error(job: Job) -> dict[str, Any]:
     """A failed job as an OpenAI error object: type api_error (the provider's failure),
     or invalid_request_error when the provider found the request invalid."""
     error = job.error
-    invalid = error is not None and error.type == ProviderInvalidRequest.kind
     return error_body(
         error.message if error else "the job failed",
-        "invalid_request_error" if invalid else "api_error",
+        "invalid_request_error" if job.refused_as_invalid else "api_error",
         error.type if error else "job_failed",
         job_id=job.id,
     )
