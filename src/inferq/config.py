@@ -46,6 +46,10 @@ class Settings(BaseSettings):
 
     # Jobs and their hot data.
     result_ttl_seconds: int = 3600
+    # How long a finished job keeps its request and answer in the database (0: for good).
+    # The row stays for usage and status; a batch or webhook still reading it waits.
+    result_retention_seconds: int = Field(default=30 * 86400, ge=0)
+    result_expiry_interval_seconds: float = Field(default=60.0, gt=0)
     # How long an answer stays in the exact response cache (jobs with `cache: "exact"`).
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     # The semantic cache (`cache: "semantic"`): the registry's embedding model that

@@ -27,6 +27,7 @@ def breaker(endpoint: str) -> str:
 
 
 BATCH_SWEEP_LOCK = PREFIX + "batches:sweep:lock"
+EXPIRY_LOCK = PREFIX + "expiry:lock"
 
 
 def batch_dispatched(batch_id: str) -> str:

@@ -35,6 +35,7 @@ from inferq.errors import InferqError
 from inferq.handlers import build_handlers
 from inferq.heap import freeze_startup_heap
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
+from inferq.jobs.expiry import ResultExpiry
 from inferq.jobs.outage import UntilReachable
 from inferq.jobs.schemas import Job
 from inferq.liveness import Liveness, StopSignal
@@ -339,12 +340,14 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         orphans=OrphanSweep(ctx.engine, ctx.celery, ctx.registry, settings),
     )
 
+    expiry = ResultExpiry.from_settings(ctx.engine, control, settings)
+    # Started in this order, stopped in the reverse one.
+    background = (liveness, reaper, batch_sweeper, webhook_sender, expiry)
+
     register_task(ctx, runner)
     signals.worker_shutting_down.connect(lambda **_: runner.stopping.set(), weak=False)
-    liveness.start()
-    reaper.start()
-    batch_sweeper.start()
-    webhook_sender.start()
+    for thread in background:
+        thread.start()
     worker = ctx.celery.Worker(
         pool_cls=PrestartedThreadPool,
         concurrency=concurrency,
@@ -363,10 +366,8 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     try:
         worker.start()
     finally:
-        webhook_sender.stop()
-        batch_sweeper.stop()
-        reaper.stop()
-        liveness.stop()
+        for thread in reversed(background):
+            thread.stop()
         ctx.engine.dispose()
     return int(worker.exitcode or 0)
 

@@ -88,12 +88,17 @@ jobs = sa.Table(
     sa.Column("finished_at", UTCDateTime(), nullable=True),
     # Where the job's terminal event is POSTed (see webhook_deliveries).
     sa.Column("webhook_url", sa.String(2048), nullable=True),
+    # When the result expiry deleted the job's request and answer (the row stays).
+    sa.Column("expired_at", UTCDateTime(), nullable=True),
     sa.Index("ix_jobs_key_created", "key_id", "created_at", "id"),
     sa.Index("ix_jobs_status", "status"),
     sa.Index("ix_jobs_batch", "batch_id", "status"),
     # Usage per key over time, and recent throughput.
     sa.Index("ix_jobs_key_finished", "key_id", "finished_at"),
     sa.Index("ix_jobs_finished", "finished_at"),
+    # The result expiry's scan: jobs not yet expired, oldest finished first (NULLs are
+    # indexed, so the rows it already expired are not walked again).
+    sa.Index("ix_jobs_unexpired", "expired_at", "finished_at"),
 )
 
 # Uploaded files and the result files of batches; the bytes live in the row, so a file is

@@ -150,6 +150,8 @@ class Job(BaseModel):
     # Answered from the response cache (`cache: "exact"`): no provider was called.
     cached: bool = False
     metadata: dict[str, str]
+    # Set when the result expiry deleted the job's request and answer (output, result).
+    expired_at: datetime | None = None
     # The owner, for server-side bookkeeping; never serialized.
     key_id: str | None = Field(default=None, exclude=True)
     # Lets a finish hook skip jobs without a webhook; never serialized.
@@ -198,6 +200,7 @@ class Job(BaseModel):
             webhook_url=m.get("webhook_url"),
             batch_id=m.get("batch_id"),
             metadata=m["metadata"] or {},
+            expired_at=m.get("expired_at"),
         )
 
 
