@@ -122,6 +122,32 @@ class ConversationStore:
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in await conn.execute(query)]
 
+    async def list(
+        self, key_id: str, before: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of the key's conversations, the one with the newest message first, and
+        the position the next page starts before (None on the last page)."""
+        last = sa.func.max(table.c.id)
+        query = (
+            sa.select(
+                table.c.conversation_id.label("id"),
+                sa.func.count().label("messages"),
+                sa.func.min(table.c.created_at).label("created_at"),
+                sa.func.max(table.c.created_at).label("updated_at"),
+                last.label("last"),
+            )
+            .where(table.c.key_id == key_id)
+            .group_by(table.c.conversation_id)
+            .order_by(last.desc())
+            .limit(limit + 1)
+        )
+        if before is not None:
+            query = query.having(last < before)
+        async with self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in await conn.execute(query)]
+        page = rows[:limit]
+        return page, page[-1]["last"] if len(rows) > limit else None
+
     async def delete(self, key_id: str, conversation_id: str) -> int:
         statement = table.delete().where(
             table.c.key_id == key_id, table.c.conversation_id == conversation_id

@@ -149,3 +149,22 @@ def test_bad_conversation_requests_are_refused_with_a_problem(service: Service) 
     assert "conversation_id" in on_prompt.text
     # The OpenAI-shaped route answers as OpenAI does: 400 naming the parameter.
     assert bad_id.status_code == 400 and bad_id.json()["error"]["param"] == "conversation_id"
+
+
+def test_a_key_lists_its_conversations_the_most_recently_active_first(service: Service) -> None:
+    with service.client(service.create_key()) as client:
+        for name in ("a", "b", "c"):
+            chat(client, f"Hello from {name}.", name)
+        chat(client, "Back to a.", "a")
+        first = client.get("/v1/conversations", params={"limit": 2}).json()
+        cursor = first["next_cursor"]
+        second = client.get("/v1/conversations", params={"limit": 2, "cursor": cursor}).json()
+        bad_cursor = client.get("/v1/conversations", params={"cursor": "not-a-cursor"})
+        with service.client(service.create_key()) as stranger:
+            theirs = stranger.get("/v1/conversations").json()
+    assert [(c["id"], c["messages"]) for c in first["data"]] == [("a", 4), ("c", 2)]
+    assert first["data"][0]["updated_at"] > first["data"][0]["created_at"]
+    assert [c["id"] for c in second["data"]] == ["b"] and second["next_cursor"] is None
+    assert theirs == {"data": [], "next_cursor": None}
+    assert bad_cursor.status_code == 422
+    assert bad_cursor.headers["content-type"] == "application/problem+json"

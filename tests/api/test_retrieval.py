@@ -180,3 +180,41 @@ def test_retrieval_without_its_embedding_model_is_refused(
     for response in (add, rag):
         assert response.status_code == 422, response.text
         assert "INFERQ_RAG_EMBEDDING_MODEL" in response.text
+
+
+def test_a_key_lists_its_collections_and_pages_through_one(service: Service) -> None:
+    notes = [{"text": f"Note number {n}."} for n in range(5)]
+    with service.client(service.create_key()) as client:
+        for name, count in (("zeta", 1), ("alpha", 5), ("mid", 2)):
+            job = client.post(
+                f"/v1/collections/{name}/documents", json={"documents": notes[:count]}
+            )
+            wait_terminal(client, job.json()["id"])
+        first = client.get("/v1/collections", params={"limit": 2}).json()
+        cursor = first["next_cursor"]
+        second = client.get("/v1/collections", params={"limit": 2, "cursor": cursor}).json()
+        pages, cursor = [], None
+        while True:
+            params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/v1/collections/alpha/documents", params=params).json()
+            pages.append([d["text"] for d in page["data"]])
+            if (cursor := page["next_cursor"]) is None:
+                break
+        whole = client.get("/v1/collections/alpha/documents").json()
+        refused = [
+            client.get("/v1/collections/alpha/documents", params={"cursor": "no-such-id"}),
+            client.get("/v1/collections", params={"limit": 0}),
+            client.get("/v1/collections", params={"cursor": "not a name"}),
+        ]
+        with service.client(service.create_key()) as stranger:
+            theirs = stranger.get("/v1/collections").json()
+    assert [(c["name"], c["documents"]) for c in first["data"]] == [("alpha", 5), ("mid", 2)]
+    assert [c["name"] for c in second["data"]] == ["zeta"] and second["next_cursor"] is None
+    texts = [n["text"] for n in notes]
+    assert pages == [texts[0:2], texts[2:4], texts[4:]]
+    assert [d["text"] for d in whole["data"]] == texts and whole["next_cursor"] is None
+    for response in refused:
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+    assert "cursor" in refused[0].json()["detail"]
+    assert theirs == {"data": [], "next_cursor": None}

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import CurrentCaller, CurrentKey, ServicesDep, require_json
@@ -49,8 +49,27 @@ class Document(BaseModel):
 
 
 class DocumentPage(BaseModel):
+    """Oldest first; pass `next_cursor` as `cursor` for the next page."""
+
     collection: str
     data: list[Document]
+    next_cursor: str | None
+
+
+class CollectionSummary(BaseModel):
+    name: str
+    # Rows: a document indexed in pieces counts each piece.
+    documents: int
+    created_at: datetime
+    # When its newest document was indexed.
+    updated_at: datetime
+
+
+class CollectionPage(BaseModel):
+    """`GET /v1/collections`: by name; pass `next_cursor` as `cursor` for the next page."""
+
+    data: list[CollectionSummary]
+    next_cursor: str | None
 
 
 class Deleted(BaseModel):
@@ -86,24 +105,77 @@ async def add_documents(
     )
 
 
-@router.get("/{collection}/documents")
-async def list_documents(
-    collection: CollectionName, key_id: CurrentKey, services: ServicesDep
-) -> DocumentPage:
-    """The collection's documents, oldest first."""
+@router.get("")
+async def list_collections(
+    key_id: CurrentKey,
+    services: ServicesDep,
+    cursor: Annotated[str | None, Query(pattern=COLLECTION)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> CollectionPage:
+    """The key's collections, by name."""
     query = (
-        sa.select(documents.c.id, documents.c.text, documents.c.meta, documents.c.created_at)
-        .where(documents.c.key_id == key_id, documents.c.collection == collection)
+        sa.select(
+            documents.c.collection.label("name"),
+            sa.func.count().label("documents"),
+            sa.func.min(documents.c.created_at).label("created_at"),
+            sa.func.max(documents.c.created_at).label("updated_at"),
+        )
+        .where(documents.c.key_id == key_id)
+        .group_by(documents.c.collection)
+        .order_by(documents.c.collection)
+        .limit(limit + 1)
     )
+    if cursor is not None:
+        query = query.where(documents.c.collection > cursor)
     async with services.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    if not rows:
-        raise CollectionNotFound(f"no collection {collection!r}")
+    page = [CollectionSummary(**row._mapping) for row in rows[:limit]]
+    return CollectionPage(data=page, next_cursor=page[-1].name if len(rows) > limit else None)
+
+
+@router.get("/{collection}/documents")
+async def list_documents(
+    collection: CollectionName,
+    key_id: CurrentKey,
+    services: ServicesDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DocumentPage:
+    """The collection's documents, oldest first."""
+    mine = (documents.c.key_id == key_id, documents.c.collection == collection)
+    async with services.engine.connect() as conn:
+        # The order is computed here (see `_position`): ids and times first, texts
+        # only for the page.
+        places = (
+            await conn.execute(sa.select(documents.c.id, documents.c.created_at).where(*mine))
+        ).all()
+        if not places:
+            raise CollectionNotFound(f"no collection {collection!r}")
+        ordered = [row.id for row in sorted(places, key=_position)]
+        start = _after(ordered, cursor)
+        ids = ordered[start : start + limit]
+        query = sa.select(
+            documents.c.id, documents.c.text, documents.c.meta, documents.c.created_at
+        ).where(*mine, documents.c.id.in_(ids))
+        rows = {row.id: row for row in await conn.execute(query)}
     data = [
         Document(id=r.id, text=r.text, metadata=r.meta, created_at=r.created_at)
-        for r in sorted(rows, key=_position)
+        for r in (rows[i] for i in ids if i in rows)
     ]
-    return DocumentPage(collection=collection, data=data)
+    more = start + limit < len(ordered)
+    return DocumentPage(collection=collection, data=data, next_cursor=ids[-1] if more else None)
+
+
+def _after(ordered: list[str], cursor: str | None) -> int:
+    """Where the page after the document `cursor` starts."""
+    if cursor is None:
+        return 0
+    try:
+        return ordered.index(cursor) + 1
+    except ValueError:
+        raise InvalidRequest(
+            "`cursor` names no document of this collection (was it indexed again?)"
+        ) from None
 
 
 def _position(row: Any) -> tuple[Any, ...]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from inferq.api.deps import CurrentKey, ServicesDep
-from inferq.errors import ConversationNotFound
+from inferq.errors import ConversationNotFound, InvalidRequest
 from inferq.jobs.schemas import CONVERSATION_ID
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -30,9 +30,43 @@ class Conversation(BaseModel):
     messages: list[Turn]
 
 
+class ConversationSummary(BaseModel):
+    id: str
+    messages: int
+    created_at: datetime
+    # When its newest message was added.
+    updated_at: datetime
+
+
+class ConversationPage(BaseModel):
+    """`GET /v1/conversations`: the most recently active first; pass `next_cursor` as
+    `cursor` for the next page."""
+
+    data: list[ConversationSummary]
+    next_cursor: str | None
+
+
 class Deleted(BaseModel):
     id: str
     deleted_messages: int
+
+
+@router.get("")
+async def list_conversations(
+    key_id: CurrentKey,
+    services: ServicesDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ConversationPage:
+    """The key's conversations, the one with the newest message first."""
+    if cursor is not None and not cursor.isdigit():
+        raise InvalidRequest("`cursor` is not a cursor this service issued")
+    before = int(cursor) if cursor is not None else None
+    rows, after = await services.conversations.list(key_id, before, limit)
+    return ConversationPage(
+        data=[ConversationSummary(**row) for row in rows],
+        next_cursor=None if after is None else str(after),
+    )
 
 
 @router.get("/{conversation_id}")
