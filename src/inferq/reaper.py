@@ -8,21 +8,23 @@ redelivery of the old message from running the job a second time.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import redis
 
 from inferq import redis_keys
-from inferq.failure_log import FailureLog
 from inferq.jobs.claims import ClaimStore
 from inferq.jobs.outage import UNREACHABLE
 from inferq.jobs.schemas import Job
+from inferq.sweeps import LockedSweep
 
 log = logging.getLogger(__name__)
 
 
-class Reaper:
+class Reaper(LockedSweep):
+    lock = redis_keys.REAPER_LOCK
+    what = "reaper sweep"
+
     def __init__(
         self,
         store: ClaimStore,
@@ -33,30 +35,15 @@ class Reaper:
         ended: Callable[[Job], None],
         orphans: Callable[[], int] | None = None,
     ) -> None:
+        super().__init__(client, interval_seconds)
         self.store = store
-        self.client = client
         self.max_attempts = max_attempts
-        self.interval = interval_seconds
         self.requeue = requeue
         self.ended = ended
         self.orphans = orphans
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="inferq-reaper", daemon=True)
-        self._failures = FailureLog(log, "reaper sweep")
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def sweep(self) -> int | None:
-        """One pass; returns how many jobs it moved, or None when it did not run (another
-        sweep holds the lock). Only one worker sweeps at a time."""
-        lock_ms = max(int(self.interval * 1000), 500)
-        if not self.client.set(redis_keys.REAPER_LOCK, b"1", nx=True, px=lock_ms):
-            return None
+    def run_pass(self) -> int:
+        """Jobs of dead workers requeued or ended, then lost messages published again."""
         moved = self._recover_dead_workers()
         if self.orphans is not None:
             moved += self.orphans()
@@ -99,15 +86,3 @@ class Reaper:
             if job is None:
                 raise
             return job
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                moved = self.sweep()
-            except Exception as exc:
-                self._failures.failed(exc)
-            else:
-                # A sweep skipped for the lock (another worker's, or this one's last,
-                # failed, pass holds it) asked the database nothing: no "works again".
-                if moved is not None:
-                    self._failures.worked()

@@ -11,7 +11,6 @@ waiting in the queue is not piled up.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import redis
@@ -22,13 +21,16 @@ from inferq import redis_keys
 from inferq.batches import queries
 from inferq.batches.dispatch import send_advance
 from inferq.db.tables import batches
-from inferq.failure_log import FailureLog
 from inferq.jobs.store import utcnow
+from inferq.sweeps import LockedSweep
 
 log = logging.getLogger(__name__)
 
 
-class BatchSweeper:
+class BatchSweeper(LockedSweep):
+    lock = redis_keys.BATCH_SWEEP_LOCK
+    what = "batch sweep"
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -37,28 +39,13 @@ class BatchSweeper:
         interval_seconds: float,
         redispatch_seconds: int,
     ) -> None:
+        super().__init__(client, interval_seconds)
         self.engine = engine
-        self.client = client
         self.celery = celery
-        self.interval = interval_seconds
         self.redispatch = redispatch_seconds
-        self._stop = threading.Event()
-        self._failures = FailureLog(log, "batch sweep")
-        self._thread = threading.Thread(target=self._loop, name="inferq-batches", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def sweep(self) -> int | None:
-        """One pass; returns how many batches it handed to the workers, or None when it
-        did not run (another worker's sweep holds the lock)."""
-        lock_ms = max(int(self.interval * 1000), 500)
-        if not self.client.set(redis_keys.BATCH_SWEEP_LOCK, b"1", nx=True, px=lock_ms):
-            return None
+    def run_pass(self) -> int:
+        """How many batches it handed to the workers."""
         rows = self._candidates()
         alive = self._alive({r.worker_id for r in rows if r.worker_id})
         handed = 0
@@ -109,15 +96,3 @@ class BatchSweeper:
             return 0
         send_advance(self.celery, batch_id)
         return 1
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                handed = self.sweep()
-            except Exception as exc:
-                self._failures.failed(exc)
-            else:
-                # A sweep skipped for the lock asked the database nothing: it says
-                # nothing about an outage (it read as "works again" mid-outage).
-                if handed is not None:
-                    self._failures.worked()

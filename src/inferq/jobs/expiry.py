@@ -16,7 +16,6 @@ transaction so no statement holds many row locks for long.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 from typing import Self
 
@@ -26,9 +25,9 @@ import sqlalchemy as sa
 from inferq import redis_keys
 from inferq.config import Settings
 from inferq.db.tables import batches, jobs, webhook_deliveries
-from inferq.failure_log import FailureLog
 from inferq.jobs.schemas import TERMINAL_STATUSES
 from inferq.jobs.store import utcnow
+from inferq.sweeps import LockedSweep
 from inferq.webhooks.deliveries import PENDING
 from inferq.webhooks.rows import WAITING
 
@@ -39,7 +38,10 @@ CHUNK = 500
 UNFINISHED_BATCHES = ("validating", "in_progress", "finalizing", "cancelling")
 
 
-class ResultExpiry:
+class ResultExpiry(LockedSweep):
+    lock = redis_keys.EXPIRY_LOCK
+    what = "result expiry"
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -47,13 +49,9 @@ class ResultExpiry:
         retention_seconds: int,
         interval_seconds: float,
     ) -> None:
+        super().__init__(client, interval_seconds)
         self.engine = engine
-        self.client = client
         self.retention = timedelta(seconds=retention_seconds)
-        self.interval = interval_seconds
-        self._stop = threading.Event()
-        self._failures = FailureLog(log, "result expiry")
-        self._thread = threading.Thread(target=self._loop, name="inferq-expiry", daemon=True)
 
     @classmethod
     def from_settings(cls, engine: sa.Engine, client: redis.Redis, settings: Settings) -> Self:
@@ -66,24 +64,15 @@ class ResultExpiry:
 
     def start(self) -> None:
         if self.retention:  # 0 keeps results for good
-            self._thread.start()
+            super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def sweep(self) -> int | None:
-        """One pass; returns how many jobs' results it deleted, or None when it did not
-        run (another worker's pass holds the lock)."""
+    def run_pass(self) -> int:
+        """How many jobs' results it deleted."""
         if not self.retention:
             return 0
-        lock_ms = max(int(self.interval * 1000), 500)
-        if not self.client.set(redis_keys.EXPIRY_LOCK, b"1", nx=True, px=lock_ms):
-            return None
         cutoff = utcnow() - self.retention
         expired = 0
-        while not self._stop.is_set():
+        while not self.stopping:
             done = self._expire_chunk(cutoff)
             expired += done
             if done < CHUNK:
@@ -117,16 +106,6 @@ class ResultExpiry:
         # A stream that outlived its TTL setting (a retention shorter than it) goes too.
         self.client.delete(*(redis_keys.job_stream(job_id) for job_id in ids))
         return expired
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                expired = self.sweep()
-            except Exception as exc:
-                self._failures.failed(exc)
-            else:
-                if expired is not None:
-                    self._failures.worked()
 
 
 def _batch_unfinished() -> sa.Exists:
