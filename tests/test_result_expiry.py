@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis
@@ -16,7 +16,7 @@ from inferq.db.migrate import upgrade
 from inferq.db.tables import api_keys, batches, jobs, webhook_deliveries
 from inferq.jobs.expiry import CHUNK, ResultExpiry
 from inferq.jobs.store import utcnow
-from tests.conftest import RedisDatabases, start_service, wait_for
+from tests.conftest import RedisDatabases, free_port, start_service, wait_for
 
 HOUR = 3600
 
@@ -127,17 +127,21 @@ def test_an_expired_job_still_shows_how_it_ended_but_not_its_answer(
         tmp_path,
         redis_dbs.allocate(),
         database,
-        workers=(("io", 4),),
+        workers=(),
         extra_env={
             "INFERQ_RESULT_RETENTION_SECONDS": "2",
             "INFERQ_RESULT_EXPIRY_INTERVAL_SECONDS": "0.5",
         },
     )
+    # Chosen once the API listens, so the two cannot pick the same free port.
+    metrics_port = free_port()
+    svc.env["INFERQ_WORKER_METRICS_PORT"] = str(metrics_port)
+    svc.start_worker("io", 4)
     try:
         with svc.client() as client:
             body = {"model": "sim", "prompt": "hello", "max_tokens": 8, "metadata": {"a": "b"}}
             job_id = client.post("/v1/jobs", json=body).json()["id"]
-            done = wait_for(lambda: _finished(client, job_id), timeout=30)
+            done = cast(dict[str, Any], wait_for(lambda: _finished(client, job_id), timeout=30))
             assert done["output"]["text"] and done["expired_at"] is None
 
             expired = wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["expired_at"])
@@ -157,6 +161,8 @@ def test_an_expired_job_still_shows_how_it_ended_but_not_its_answer(
             events = client.get(f"/v1/jobs/{job_id}/events")
             assert events.status_code == 200 and done["output"]["text"] not in events.text
             assert job_id in events.text
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert "inferq_job_results_expired_total 1.0" in metrics
     finally:
         svc.stop()
 

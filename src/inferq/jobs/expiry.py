@@ -27,6 +27,7 @@ from inferq.config import Settings
 from inferq.db.tables import batches, jobs, webhook_deliveries
 from inferq.jobs.schemas import TERMINAL_STATUSES
 from inferq.jobs.store import utcnow
+from inferq.observability.metrics import RESULTS_EXPIRED
 from inferq.sweeps import LockedSweep
 from inferq.webhooks.deliveries import PENDING
 from inferq.webhooks.rows import WAITING
@@ -78,6 +79,7 @@ class ResultExpiry(LockedSweep):
             if done < CHUNK:
                 break
         if expired:
+            RESULTS_EXPIRED.inc(expired)
             log.info("deleted the results of %d jobs finished before %s", expired, cutoff)
         return expired
 

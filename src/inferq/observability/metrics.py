@@ -87,6 +87,10 @@ TOKENS = Counter(
 COST = Counter(
     "inferq_cost_usd", "Cost of finished jobs in US dollars (registry prices)", ["model"]
 )
+RESULTS_EXPIRED = Counter(
+    "inferq_job_results_expired",
+    "Finished jobs whose request and answer the result expiry deleted",
+)
 WEBHOOK_DELIVERIES = Counter(
     "inferq_webhook_deliveries",
     "Webhook delivery attempts: delivered, retrying (will try again) or failed (gave up)",
