@@ -64,7 +64,7 @@ bench-quick: $(VENV)/.installed-dev .bench/litellm-venv/.installed
 # writes it.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
 	$(BIN)/mypy bench --exclude bench/baselines
 
 format: $(VENV)/.installed-dev

@@ -10,11 +10,15 @@ import uuid
 from collections.abc import Iterator
 
 import redis
-from kombu import Connection
+from kombu.connection import Connection
 from kombu.message import Message
 
 from inferq.broker import DRAIN_SCRIPT, TRANSPORT
 from tests.conftest import wait_for
+
+# kombu ships py.typed but leaves Connection, Queue, Exchange, Consumer and Message.ack
+# unannotated, as redis-py does Redis.monitor: calls to them carry
+# `type: ignore[no-untyped-call]`.
 
 N = 400
 
@@ -24,7 +28,7 @@ def test_records_and_acks_from_many_threads_add_up_and_a_close_restores_the_rest
 ) -> None:
     url = redis_url
     server = redis.Redis.from_url(url)
-    with Connection(url, transport=TRANSPORT) as conn:
+    with Connection(url, transport=TRANSPORT) as conn:  # type: ignore[no-untyped-call]
         queue = conn.SimpleQueue("batched")
         for i in range(N):
             queue.put({"i": i})
@@ -35,7 +39,7 @@ def test_records_and_acks_from_many_threads_add_up_and_a_close_restores_the_rest
 
         def ack_from_threads(messages: list[Message]) -> None:
             threads = [
-                threading.Thread(target=lambda part=p: [m.ack() for m in messages[part::8]])
+                threading.Thread(target=lambda part=p: [m.ack() for m in messages[part::8]])  # type: ignore[no-untyped-call]
                 for p in range(8)
             ]
             for t in threads:
@@ -61,7 +65,7 @@ def test_a_message_acked_before_its_record_went_out_is_never_recorded(
 ) -> None:
     url = redis_url
     server = redis.Redis.from_url(url)
-    with Connection(url, transport=TRANSPORT) as conn:
+    with Connection(url, transport=TRANSPORT) as conn:  # type: ignore[no-untyped-call]
         queue = conn.SimpleQueue("quick")
         queue.put({"i": 1})
         qos = queue.consumer.channel.qos
@@ -74,7 +78,7 @@ def test_a_message_acked_before_its_record_went_out_is_never_recorded(
     assert server.llen("quick") == 0
 
 
-def redis_payload(raw: bytes) -> int:
+def redis_payload(raw: bytes | str) -> int:
     import base64
     import json
 
@@ -83,12 +87,13 @@ def redis_payload(raw: bytes) -> int:
 
 
 def test_one_wake_up_takes_what_the_prefetch_allows_in_priority_order(redis_url: str) -> None:
-    from kombu import Consumer, Exchange, Queue
+    from kombu.entity import Exchange, Queue
+    from kombu.messaging import Consumer
 
     names = ["io.high", "io.default", "io.low"]
-    queues = [Queue(name, Exchange(name, "direct"), routing_key=name) for name in names]
+    queues = [Queue(name, Exchange(name, "direct"), routing_key=name) for name in names]  # type: ignore[no-untyped-call]
     received: list[tuple[str, int]] = []
-    with Connection(
+    with Connection(  # type: ignore[no-untyped-call]
         redis_url, transport=TRANSPORT, transport_options={"queue_order_strategy": "priority"}
     ) as conn:
         producer = conn.Producer()
@@ -103,14 +108,14 @@ def test_one_wake_up_takes_what_the_prefetch_allows_in_priority_order(redis_url:
             received.append((str(body["q"]), int(body["i"])))  # type: ignore[call-overload]
             held.append(message)
 
-        with Consumer(conn, queues, callbacks=[take], prefetch_count=12):
+        with Consumer(conn, queues, callbacks=[take], prefetch_count=12):  # type: ignore[no-untyped-call]
             batches = []
             while len(received) < 30:
                 before = len(received)
                 conn.drain_events(timeout=5)  # one wake-up of the consumer
                 batches.append(len(received) - before)
                 for message in held:
-                    message.ack()
+                    message.ack()  # type: ignore[no-untyped-call]
                 held.clear()
     # BRPOP's message and as many more as the prefetch leaves room for, not one per wake-up.
     # A first BRPOP that took over QUICK_BRPOP_SECONDS (a slow machine's first round trip)
@@ -125,7 +130,7 @@ def test_messages_taken_in_a_wake_up_but_not_handed_over_go_back_in_order(
 ) -> None:
     server = redis.Redis.from_url(redis_url)
     seen: list[int] = []
-    with Connection(redis_url, transport=TRANSPORT) as conn:
+    with Connection(redis_url, transport=TRANSPORT) as conn:  # type: ignore[no-untyped-call]
         queue = conn.SimpleQueue("drained")
         for i in range(10):
             queue.put({"i": i})
@@ -162,7 +167,7 @@ def drain_calls(server: redis.Redis) -> Iterator[list[str]]:
     started = threading.Event()
 
     def watch() -> None:
-        with server.monitor() as monitor:
+        with server.monitor() as monitor:  # type: ignore[no-untyped-call]
             started.set()
             while True:
                 command = monitor.next_command()
@@ -186,14 +191,14 @@ def test_a_wake_up_that_waited_for_its_message_does_not_look_for_more(redis_url:
     server = redis.Redis.from_url(redis_url)
     seen: list[int] = []
     with (
-        Connection(redis_url, transport=TRANSPORT) as conn,
-        Connection(redis_url, transport=TRANSPORT) as publisher,
+        Connection(redis_url, transport=TRANSPORT) as conn,  # type: ignore[no-untyped-call]
+        Connection(redis_url, transport=TRANSPORT) as publisher,  # type: ignore[no-untyped-call]
     ):
         queue, sender = conn.SimpleQueue("trickle"), publisher.SimpleQueue("trickle")
 
         def take(body: dict[str, int], message: Message) -> None:
             seen.append(body["i"])
-            message.ack()
+            message.ack()  # type: ignore[no-untyped-call]
 
         with conn.Consumer(queue.queue, callbacks=[take], prefetch_count=8):
             # One message at a time, each after the consumer began to wait: low load.
@@ -223,14 +228,14 @@ def test_on_a_redis_that_refuses_the_drain_messages_come_one_per_wake_up_and_non
 ) -> None:
     server = redis.Redis.from_url(redis_url)
     seen: list[int] = []
-    with Connection(redis_url, transport=TRANSPORT) as conn:
+    with Connection(redis_url, transport=TRANSPORT) as conn:  # type: ignore[no-untyped-call]
         queue = conn.SimpleQueue("old")
         for i in range(10):
             queue.put({"i": i})
 
         def take(body: dict[str, int], message: Message) -> None:
             seen.append(body["i"])
-            message.ack()
+            message.ack()  # type: ignore[no-untyped-call]
 
         channel = conn.default_channel
         channel._drain = server.register_script(OLD_REDIS_DRAIN)

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -29,6 +30,10 @@ from tests.conftest import (
 )
 from tests.tcp_proxy import TcpProxy
 from tests.test_worker import completions
+
+# A stream range, as these clients (which do not decode responses) read one: redis-py's
+# annotation also allows None and str fields.
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 @pytest.fixture
@@ -331,14 +336,17 @@ def test_a_worker_whose_redis_connections_go_silent_still_ends_the_jobs_stream(
         # The worker's Redis connections stop answering, with no reset: its stream
         # writes hang until the socket times out, and new connections work.
         proxy.silence()
-        wait_for(lambda: direct.xrevrange(key, count=1)[0][1][b"event"] == b"done", 40)
+        wait_for(
+            lambda: cast(StreamEntries, direct.xrevrange(key, count=1))[0][1][b"event"] == b"done",
+            40,
+        )
         final = client.get(f"/v1/jobs/{job['id']}").json()
         after = submit(client, model="sim", prompt="after the silence")
         wait_for(
             lambda: client.get(f"/v1/jobs/{after['id']}").json()["status"] == "succeeded",
             timeout=30,
         )
-        entries = direct.xrange(key)
+        entries = cast(StreamEntries, direct.xrange(key))
         record = completions(svc)
     assert final["status"] == "succeeded" and final["attempts"] == 1, final
     events = [fields[b"event"] for _, fields in entries]
@@ -361,7 +369,7 @@ def _stream_lacks_its_end(direct: redis.Redis, job_id: str) -> bool:
     """What the worker wrote stops short of the answer, and has no terminal event."""
     from inferq import redis_keys
 
-    entries = direct.xrange(redis_keys.job_stream(job_id))
+    entries = cast(StreamEntries, direct.xrange(redis_keys.job_stream(job_id)))
     streamed = "".join(
         json.loads(fields[b"data"])["text"] for _, fields in entries if fields[b"event"] == b"delta"
     )

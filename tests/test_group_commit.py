@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,12 +13,13 @@ from inferq.db.engine import create_async
 from inferq.db.migrate import upgrade
 from inferq.db.tables import api_keys, jobs
 from inferq.group_commit import GroupCommit
+from inferq.jobs.schemas import Job
 from inferq.jobs.store import JobStore, NewJob, utcnow
 from tests.conftest import drop_postgres, fresh_postgres, postgres_url
 
 
 def _job(job_id: str | None = None) -> NewJob:
-    ids = {"id": job_id} if job_id else {}
+    ids: dict[str, Any] = {"id": job_id} if job_id else {}
     return NewJob(key_id="k", model="sim", priority="normal", payload={"prompt": "ünïcode"}, **ids)
 
 
@@ -43,7 +45,7 @@ def test_concurrent_inserts_share_statements_and_a_duplicate_fails_alone(
 ) -> None:
     database_url = store_url
 
-    async def scenario() -> tuple[list[object], list[int], set[str]]:
+    async def scenario() -> tuple[list[Job | BaseException], list[int], set[str]]:
         engine = create_async(database_url)
         async with engine.begin() as conn:
             key = {"id": "k", "name": "k", "prefix": "k", "key_hash": "k", "created_at": utcnow()}
@@ -82,7 +84,7 @@ def test_concurrent_inserts_share_statements_and_a_duplicate_fails_alone(
 
 
 def test_a_lone_write_goes_at_once_and_an_outage_fails_every_waiter_at_once() -> None:
-    async def scenario() -> tuple[list[list[int]], list[object]]:
+    async def scenario() -> tuple[list[list[int]], list[BaseException | None]]:
         batches: list[list[int]] = []
         gate = asyncio.Event()
 

@@ -36,11 +36,11 @@ def rabbit_service(
 
 def purge_queues() -> None:
     """Leftovers of an earlier run would be claimed by nobody; start clean."""
-    from kombu import Connection
+    from kombu.connection import Connection
 
     from inferq.queue import POOLS, pool_queues
 
-    with Connection(RABBITMQ) as conn:
+    with Connection(RABBITMQ) as conn:  # type: ignore[no-untyped-call]  # kombu: unannotated
         channel = conn.channel()
         for pool in POOLS:
             for name in pool_queues(pool):

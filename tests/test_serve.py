@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 import orjson
@@ -97,8 +98,11 @@ def test_serve_starts_everything_serves_the_model_and_restarts_a_killed_worker(
         assert f"inferq_job_ttft_seconds_count{{{model}}} 1.0" in scraped
         assert 'inferq_queue_depth{queue="local.normal"} 0.0' in scraped
 
-        before = wait_for(lambda: worker_pids(serve) if len(worker_pids(serve)) == 2 else None)
-        victim = min(before)  # type: ignore[type-var]
+        before = cast(
+            set[int],
+            wait_for(lambda: worker_pids(serve) if len(worker_pids(serve)) == 2 else None),
+        )
+        victim = min(before)
         os.kill(victim, signal.SIGKILL)
 
         def replaced() -> set[int] | None:

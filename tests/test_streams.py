@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import cast
 
 import orjson
 import pytest
@@ -26,7 +27,11 @@ def replay(client: redis.Redis, job_id: str) -> tuple[str, list[str]]:
     """What a reader that follows the protocol ends with: the text, and the events seen."""
     parts: list[str] = []
     events: list[str] = []
-    for _id, fields in client.xrange(redis_keys.job_stream(job_id)):
+    # The client does not decode responses: redis-py's annotation also allows None and str.
+    entries = cast(
+        list[tuple[bytes, dict[bytes, bytes]]], client.xrange(redis_keys.job_stream(job_id))
+    )
+    for _id, fields in entries:
         event = fields[b"event"].decode()
         events.append(event)
         if event == "reset":

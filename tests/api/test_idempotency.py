@@ -6,13 +6,14 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 
 import httpx
 
 from tests.conftest import Service
 
 
-def post(client: httpx.Client, path: str, key: str, body: dict[str, object]) -> httpx.Response:
+def post(client: httpx.Client, path: str, key: str, body: Mapping[str, object]) -> httpx.Response:
     return client.post(path, json=body, headers={"Idempotency-Key": key})
 
 

@@ -226,7 +226,7 @@ def test_streaming_client_that_disconnects_cancels_its_job(service: Service) -> 
 def test_langchain_chat_openai_invokes_and_streams_against_inferq(service: Service) -> None:
     llm = ChatOpenAI(
         base_url=f"{service.url}/v1",
-        api_key=service.key,  # type: ignore[arg-type]
+        api_key=service.key,
         model="sim",
         max_retries=0,
         timeout=30,

@@ -15,7 +15,7 @@ from inferq.retrieval import CONTEXT_HEADER
 from tests.api.test_jobs import submit, wait_terminal
 from tests.conftest import RedisDatabases, Service, start_service
 
-HANDBOOK = [
+HANDBOOK: list[dict[str, Any]] = [
     {"text": "The office is closed on Mondays.", "metadata": {"section": "hours"}},
     {"text": "Parking is free for visitors in lot B."},
     {"text": "The cafeteria serves a vegan lunch on Fridays."},

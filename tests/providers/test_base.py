@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from langchain_core.caches import BaseCache, InMemoryCache
@@ -19,7 +19,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field
 
 from inferq.errors import ProviderInvalidRequest, ProviderRejected
-from inferq.providers.base import ChatModelProvider, Delta, retry_after_seconds, status_error
+from inferq.providers.base import (
+    ChatModelProvider,
+    Delta,
+    StreamEvent,
+    retry_after_seconds,
+    status_error,
+)
 from inferq.providers.llamacpp import LlamaCppProvider
 from inferq.providers.request import GenerationRequest
 from inferq.providers.sim import SimProvider
@@ -105,8 +111,8 @@ class _Tokens(BaseCallbackHandler):
     def __init__(self) -> None:
         self.tokens: list[str] = []
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
-        self.tokens.append(token)
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
+        self.tokens.append(cast(str, token))  # a chat model streaming text: tokens are str
 
 
 def test_a_model_with_callbacks_streams_through_langchain_so_they_see_every_token() -> None:
@@ -121,7 +127,11 @@ def test_a_stream_stopped_midway_closes_the_models_stream_at_once() -> None:
     provider = _CountedProvider(name="counted")
     model = provider.model
     assert isinstance(model, _Counted)
-    events = provider.stream(GenerationRequest(prompt="count", stream=True))
+    # A generator (its close is what is tested), though typed as an Iterator.
+    events = cast(
+        Generator[StreamEvent, None, None],
+        provider.stream(GenerationRequest(prompt="count", stream=True)),
+    )
     assert next(events) == Delta("one")
     events.close()
     assert model.closed == [True]
