@@ -159,12 +159,16 @@ def test_a_key_lists_its_conversations_the_most_recently_active_first(service: S
         first = client.get("/v1/conversations", params={"limit": 2}).json()
         cursor = first["next_cursor"]
         second = client.get("/v1/conversations", params={"limit": 2, "cursor": cursor}).json()
-        bad_cursor = client.get("/v1/conversations", params={"cursor": "not-a-cursor"})
+        bad_cursors = [
+            client.get("/v1/conversations", params={"cursor": cursor})
+            for cursor in ("not-a-cursor", "-1", "9" * 30)  # the last past any integer
+        ]
         with service.client(service.create_key()) as stranger:
             theirs = stranger.get("/v1/conversations").json()
     assert [(c["id"], c["messages"]) for c in first["data"]] == [("a", 4), ("c", 2)]
     assert first["data"][0]["updated_at"] > first["data"][0]["created_at"]
     assert [c["id"] for c in second["data"]] == ["b"] and second["next_cursor"] is None
     assert theirs == {"data": [], "next_cursor": None}
-    assert bad_cursor.status_code == 422
-    assert bad_cursor.headers["content-type"] == "application/problem+json"
+    for bad in bad_cursors:
+        assert bad.status_code == 422, bad.text
+        assert bad.headers["content-type"] == "application/problem+json"

@@ -59,7 +59,7 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ConversationPage:
     """The key's conversations, the one with the newest message first."""
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
         raise InvalidRequest("`cursor` is not a cursor this service issued")
     before = int(cursor) if cursor is not None else None
     rows, after = await services.conversations.list(key_id, before, limit)
