@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.client import Pipeline
 
 from inferq import redis_keys
+from inferq.jobs.schemas import Job
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +265,22 @@ class QueueDepth:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
+
+
+def ending(job: Job) -> Callable[[Pipeline], None]:
+    """What goes in the transaction of a job's terminal event besides the event: its
+    cancel flag deleted and its key's admission settled (active-job slot freed, token
+    reservation settled to the real usage), so a client who sees the job end finds its
+    slot free. Both bear being repeated. An answer from the response cache used no
+    provider tokens: it settles to none (its row still reports the usage it repeats)."""
+    key_id = job.key_id
+    used = job.usage.prompt_tokens + job.usage.completion_tokens if job.usage else 0
+    if job.cached:
+        used = 0
+
+    def add(pipe: Pipeline) -> None:
+        pipe.delete(redis_keys.cancel_flag(job.id))
+        if key_id is not None:
+            settle_in(pipe, key_id, job.id, used)
+
+    return add

@@ -241,3 +241,10 @@ class ProviderInvalidRequest(ProviderRejected):
     slug = "provider-invalid-request"
     title = "The model provider found the request invalid"
     kind = "invalid_request"
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """What a client is told of an unexpected error: its first line, not the SQL and
+    parameters SQLAlchemy appends (the full error is in the worker's log)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

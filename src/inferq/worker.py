@@ -23,15 +23,13 @@ import redis
 import sqlalchemy as sa
 import structlog
 from celery import Celery, signals
-from redis.client import Pipeline
 
-from inferq import redis_keys
-from inferq.admission import settle_in
+from inferq.admission import ending
 from inferq.batches import runtime as batch_runtime
 from inferq.config import Settings
 from inferq.conversations import turn_of
 from inferq.db.engine import create_sync
-from inferq.errors import InferqError
+from inferq.errors import InferqError, first_line
 from inferq.handlers import build_handlers
 from inferq.heap import freeze_startup_heap
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
@@ -149,11 +147,29 @@ class JobRunner:
         worker, job_id = self.ctx.worker_id, claimed.id
         succeeded = outcome.status == "succeeded"
         turn = turn_of(claimed.payload, claimed.key_id, outcome.text) if succeeded else None
-        return self.until_reachable(
-            lambda: self.store.finish(job_id, worker, outcome, turn),
-            lambda: self.store.ended_by(job_id, worker),
-            f"job {job_id}: saving how it ended",
-        )
+        try:
+            return self.until_reachable(
+                lambda: self.store.finish(job_id, worker, outcome, turn),
+                lambda: self.store.ended_by(job_id, worker),
+                f"job {job_id}: saving how it ended",
+            )
+        except sa.exc.DBAPIError as exc:
+            # The database refused the row itself (PostgreSQL takes no NUL in text):
+            # without this the job stayed running for good, its message acknowledged.
+            log.exception("job %s: the database refused its result; saved as failed", job_id)
+            refused = replace(
+                outcome,
+                status="failed",
+                text=None,
+                result=None,
+                error_type="internal_error",
+                error_message=f"the database refused the job's result: {first_line(exc)}",
+            )
+            return self.until_reachable(
+                lambda: self.store.finish(job_id, worker, refused),
+                lambda: self.store.ended_by(job_id, worker),
+                f"job {job_id}: saving it as failed",
+            )
 
     def _run(self, claimed: ClaimedJob, line: obs.JobTimeline) -> None:
         job_id = claimed.id
@@ -266,9 +282,8 @@ class JobRunner:
             raise InfrastructureError(str(exc)) from exc
         except Exception as exc:
             log.exception("job %s: unexpected error", claimed.id)
-            return Outcome(
-                "failed", error_type="internal_error", error_message=f"{type(exc).__name__}: {exc}"
-            )
+            message = f"{type(exc).__name__}: {first_line(exc)}"
+            return Outcome("failed", error_type="internal_error", error_message=message)
 
 
 def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerContext:
@@ -286,25 +301,6 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
         registry=ModelRegistry.load(settings.models_file),
         celery=make_celery(settings, pool_connections=connections),
     )
-
-
-def ending(job: Job) -> Callable[[Pipeline], None]:
-    """What goes in the transaction of a job's terminal event besides the event: its
-    cancel flag deleted and its key's admission settled (active-job slot freed, token
-    reservation settled to the real usage), so a client who sees the job end finds its
-    slot free. Both bear being repeated. An answer from the response cache used no
-    provider tokens: it settles to none (its row still reports the usage it repeats)."""
-    key_id = job.key_id
-    used = job.usage.prompt_tokens + job.usage.completion_tokens if job.usage else 0
-    if job.cached:
-        used = 0
-
-    def add(pipe: Pipeline) -> None:
-        pipe.delete(redis_keys.cancel_flag(job.id))
-        if key_id is not None:
-            settle_in(pipe, key_id, job.id, used)
-
-    return add
 
 
 def run_worker(settings: Settings, pool: str, concurrency: int | None = None) -> int:

@@ -185,3 +185,26 @@ def test_cancel_finished_job_is_a_conflict(service: Service) -> None:
         response = client.delete(f"/v1/jobs/{job['id']}")
     assert response.status_code == 409
     assert response.json()["status"] == 409
+
+
+def test_a_job_whose_answer_the_database_refuses_still_ends(service: Service) -> None:
+    """`sim-nul` answers with NUL characters, which PostgreSQL keeps in no text column:
+    the job ends failed, saying why, instead of staying running with its message gone."""
+    postgres = service.database_url.startswith("postgresql")
+    with service.client(service.create_key()) as client:
+        job = wait_terminal(client, submit(client, model="sim-nul", prompt="x")["id"], 30)
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"model": "sim-nul", "messages": [{"role": "user", "content": "x"}]},
+        )
+    if not postgres:  # SQLite keeps them
+        assert job["status"] == "succeeded" and "\x00" in job["output"]["text"]
+        assert chat.status_code == 200
+        return
+    assert job["status"] == "failed", job
+    assert job["error"]["type"] == "internal_error"
+    message = job["error"]["message"]
+    assert message.startswith("the database refused the job's result") and "NUL" in message
+    assert "INSERT" not in message and "UPDATE" not in message  # no SQL for the client
+    assert job["usage"] is not None  # the tokens it spent are still counted
+    assert chat.status_code == 502 and "NUL" in chat.json()["error"]["message"]

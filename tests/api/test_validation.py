@@ -38,6 +38,12 @@ BAD_BODIES: list[tuple[str, Any, int]] = [
     ("metadata not strings", {**GOOD, "metadata": {"n": {"nested": 1}}}, 422),
     ("body is a list", [GOOD], 400),
     ("prompt is a number", {"model": "sim", "prompt": 12}, 422),
+    ("NUL in the prompt", {"model": "sim", "prompt": "a\u0000b"}, 422),
+    (
+        "NUL in a message",
+        {"model": "sim", "messages": [{"role": "user", "content": "\u0000"}]},
+        422,
+    ),
 ]
 
 
@@ -123,3 +129,18 @@ def test_models_lists_the_registry(service: Service) -> None:
         models = client.get("/v1/models").json()
     names = {m["id"] for m in models["data"]}
     assert {"gemma-3-270m", "sim"} <= names
+
+
+def test_nul_characters_are_refused_on_every_route_that_keeps_text(service: Service) -> None:
+    """PostgreSQL keeps no NUL in text: refused on both stores before a job exists."""
+    nul = [{"role": "user", "content": "before\u0000after"}]
+    with service.client(service.create_key()) as client:
+        chat = client.post("/v1/chat/completions", json={"model": "sim", "messages": nul})
+        document = client.post(
+            "/v1/collections/c/documents", json={"documents": [{"text": "a\u0000b"}]}
+        )
+        listed = client.get("/v1/jobs").json()["data"]
+    assert chat.status_code == 400, chat.text
+    assert "NUL" in chat.json()["error"]["message"]
+    assert document.status_code == 422 and "NUL" in document.json()["detail"]
+    assert listed == []  # no job was made

@@ -18,7 +18,7 @@ from inferq.api.deps import CurrentCaller, CurrentKey, ServicesDep, require_json
 from inferq.api.submission import submit
 from inferq.db.tables import documents
 from inferq.errors import CollectionNotFound, InvalidRequest
-from inferq.jobs.schemas import COLLECTION
+from inferq.jobs.schemas import COLLECTION, Text
 from inferq.jobs.store import NewJob
 from inferq.jobs.validation import is_embedding_model
 
@@ -29,7 +29,7 @@ CollectionName = Annotated[str, Path(pattern=COLLECTION)]
 class NewDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=100_000)
+    text: Text = Field(min_length=1, max_length=100_000)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
 
 

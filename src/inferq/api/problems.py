@@ -102,8 +102,16 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         return problem_response(MalformedBody("the body is not valid JSON"), request)
     if any(e["type"] == "model_attributes_type" and e["loc"] == ["body"] for e in errors):
         return problem_response(MalformedBody("the body must be a JSON object"), request)
-    fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors)
-    return problem_response(InvalidRequest(f"invalid fields: {fields}", errors=errors), request)
+    # Each field with its reason, once (a union's members may each give the same one).
+    reasons = {
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'} ({e['msg']})": 1 for e in errors
+    }
+    detail = f"invalid fields: {'; '.join(reasons)}"
+    return problem_response(InvalidRequest(detail, errors=errors), request)
+
+
+def _field(loc: list[str | int]) -> str:
+    return ".".join(str(part) for part in loc[1:]) or "body"
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

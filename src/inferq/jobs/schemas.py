@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from inferq.errors import ProviderInvalidRequest
 from inferq.providers.request import GenerationRequest
+
+
+def without_nul(text: str) -> str:
+    # PostgreSQL stores no NUL in text (a conversation's messages, a document): refused
+    # here on both stores alike, rather than failing the job after it ran.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return text
+
+
+# Text a model reads and the service may keep.
+Text = Annotated[str, AfterValidator(without_nul)]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Priority = Literal["high", "normal", "low"]
@@ -38,7 +57,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 class WebhookTarget(BaseModel):
@@ -56,7 +75,7 @@ class JobCreate(BaseModel):
 
     model: str = Field(min_length=1, max_length=200)
     messages: list[Message] | None = None
-    prompt: str | None = None
+    prompt: Text | None = None
     max_tokens: int = Field(default=256, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -22,6 +22,8 @@ from inferq.jobs.schemas import (
     Message,
     Priority,
     Retrieval,
+    Text,
+    without_nul,
 )
 from inferq.jobs.validation import check_limits
 from inferq.providers.registry import ModelSpec
@@ -37,7 +39,7 @@ class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
@@ -48,6 +50,12 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_without_nul(cls, content: str | list[TextPart]) -> str | list[TextPart]:
+        # After the union, so the error names the field, not one of the union's members.
+        return without_nul(content) if isinstance(content, str) else content
 
     def plain(self) -> Message:
         text = (
@@ -148,7 +156,7 @@ class ChatCompletionRequest(_Common):
 class CompletionRequest(_Common):
     """`POST /v1/completions` (a single prompt string)."""
 
-    prompt: str
+    prompt: Text
     echo: bool = False
 
     @field_validator("echo")

@@ -83,6 +83,8 @@ class SimulatedChatModel(BaseChatModel):
     fail_while_file: Path | None = None
     retry_after_seconds: float = Field(default=1.0, ge=0)
     seed: int = 0
+    # The words answers are drawn from (space-separated); the built-in filler if unset.
+    vocabulary: str | None = None
     record_path: Path | None = None
 
     # Failures are not seeded: a retry of the same request must be able to succeed.
@@ -162,6 +164,7 @@ class SimulatedChatModel(BaseChatModel):
             wanted=self.output_tokens,
             max_tokens=None if max_tokens is None else int(max_tokens),
             stop=stop or [],
+            vocabulary=tuple(self.vocabulary.split(" ")) if self.vocabulary else VOCABULARY,
         )
 
     def _record(self, prompt: str, text: str) -> None:
@@ -200,13 +203,19 @@ def render_prompt(messages: list[BaseMessage]) -> str:
 
 
 def plan_output(
-    prompt: str, *, seed: int, wanted: int, max_tokens: int | None, stop: list[str]
+    prompt: str,
+    *,
+    seed: int,
+    wanted: int,
+    max_tokens: int | None,
+    stop: list[str],
+    vocabulary: tuple[str, ...] = VOCABULARY,
 ) -> _Plan:
     """The tokens to emit for this prompt and seed, cut by max_tokens and stop."""
     digest = hashlib.sha256(f"{seed}\x00{prompt}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
     count = wanted if max_tokens is None else min(wanted, max_tokens)
-    tokens = [" " + rng.choice(VOCABULARY) for _ in range(count)]
+    tokens = [" " + rng.choice(vocabulary) for _ in range(count)]
     finish = "length" if count < wanted else "stop"
     text = "".join(tokens)
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
