@@ -153,9 +153,10 @@ class JobRunner:
                 lambda: self.store.ended_by(job_id, worker),
                 f"job {job_id}: saving how it ended",
             )
-        except sa.exc.DBAPIError as exc:
-            # The database refused the row itself (PostgreSQL takes no NUL in text):
-            # without this the job stayed running for good, its message acknowledged.
+        except sa.exc.StatementError as exc:
+            # The database (or the driver) refused the row itself, PostgreSQL taking no
+            # NUL in text: without this the job stayed running for good, its message
+            # acknowledged. An unreachable database was waited for above.
             log.exception("job %s: the database refused its result; saved as failed", job_id)
             refused = replace(
                 outcome,
