@@ -214,3 +214,11 @@ def test_invalid_batch_creations_are_refused(sdk: openai.OpenAI) -> None:
             endpoint="/v1/chat/completions",
             completion_window="1h",  # type: ignore[arg-type]
         )
+
+
+def test_a_custom_id_holding_nul_is_refused_naming_its_line(sdk: openai.OpenAI) -> None:
+    """PostgreSQL keeps no NUL in text: such a line stuck its batch in `validating` there,
+    the fan-out failing on every pass of the sweep."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        start_batch(sdk, [chat_line("fine"), chat_line("a\x00b")])
+    assert "line 2: custom_id must not contain NUL" in str(refused.value)

@@ -112,6 +112,8 @@ class LineParser:
             raise LineInvalid(
                 f"custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters", "custom_id"
             )
+        if "\x00" in custom_id:  # PostgreSQL keeps none in text: the fan-out failed on it
+            raise LineInvalid("custom_id must not contain NUL (\\u0000) characters", "custom_id")
         if data.get("method") != "POST":
             raise LineInvalid("method must be POST", "method")
         url = data.get("url")
