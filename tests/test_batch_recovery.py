@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
+import redis
 import sqlalchemy as sa
 
-from inferq.batches import queries
+from inferq.batches import fanout, queries
 from inferq.batches.fanout import FanOut
 from inferq.batches.lines import LineParser
+from inferq.batches.runner import BatchRunner
 from inferq.config import Settings
 from inferq.db.engine import create_sync
 from inferq.db.tables import batches, files, jobs
@@ -223,3 +226,47 @@ def test_batch_past_its_window_expires_keeping_what_finished(
         "completed": len(output),
         "failed": len(errors),
     }
+
+
+def test_a_fan_out_the_database_refuses_halfway_fails_the_batch_and_cancels_its_jobs(
+    bare: Service, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal of the rows themselves (not an outage) would fail every pass again: the
+    batch stayed validating for good. Now it fails, saying why, and the jobs of the
+    chunks already in are cancelled."""
+    sdk = sdk_for(bare)
+    batch = start_batch(sdk, [chat_line(f"r-{i:02d}") for i in range(25)])
+    settings = Settings(redis_url=bare.redis_url, database_url=bare.database_url)
+    runner = BatchRunner(
+        engine,
+        redis.Redis.from_url(bare.redis_url),
+        make_celery(settings),
+        ModelRegistry.load(TESTS / "models.yaml"),
+        settings,
+        DEAD_WORKER,
+    )
+    monkeypatch.setattr(fanout, "CHUNK", 10)
+    insert = runner.fanout.insert_chunk
+    chunks: list[int] = []
+
+    def second_refused(row: Any, chunk: Any) -> list[tuple[str, str]] | None:
+        chunks.append(len(chunk))
+        if len(chunks) == 2:
+            raise sa.exc.DataError("INSERT ...", {}, ValueError("value refused"))
+        return insert(row, chunk)
+
+    monkeypatch.setattr(runner.fanout, "insert_chunk", second_refused)
+    runner.advance(batch.id)
+
+    done = sdk.batches.retrieve(batch.id)
+    assert done.status == "failed", done
+    assert done.errors is not None and done.errors.data is not None
+    [error] = done.errors.data
+    assert error.code == "database_refused" and "value refused" in (error.message or "")
+    assert "INSERT" not in (error.message or "")
+    assert chunks == [10, 10] and job_count(engine, batch.id) == 10
+    with engine.connect() as conn:
+        statuses = conn.execute(sa.select(jobs.c.status).where(jobs.c.batch_id == batch.id))
+        assert set(statuses.scalars()) == {"cancelled"}
+    runner.advance(batch.id)  # a later pass leaves it as it is
+    assert sdk.batches.retrieve(batch.id).status == "failed"

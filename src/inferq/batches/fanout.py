@@ -18,6 +18,8 @@ from celery import Celery
 from inferq.batches import queries
 from inferq.batches.lines import BatchLine, LineError, LineParser
 from inferq.db.tables import batches, files, jobs
+from inferq.errors import first_line
+from inferq.jobs.outage import UNREACHABLE
 from inferq.jobs.store import NewJob, utcnow
 from inferq.queue import enqueue
 
@@ -43,8 +45,18 @@ class FanOut:
             return  # another worker has it, or it has moved on
         try:
             self._run(batch)
+        except sa.exc.StatementError as exc:
+            if isinstance(exc, UNREACHABLE):
+                raise
+            # The database refused the rows themselves: every pass would fail the same
+            # way, and the batch would stay validating for good. The runner then cancels
+            # the jobs of the chunks that went in.
+            log.exception("batch %s: the database refused its jobs", batch.id)
+            refused = f"the database refused the batch's jobs: {first_line(exc)}"
+            self._fail(batch.id, [LineError(None, refused, code="database_refused")])
         finally:
-            # After a failure (the broker, the database) the sweep hands it out again.
+            # After a failure (the broker, an unreachable database) the sweep hands it
+            # out again.
             self._release(batch.id)
 
     def _run(self, batch: Any) -> None:

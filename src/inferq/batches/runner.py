@@ -58,6 +58,8 @@ class BatchRunner:
             self.fanout.run(batch)
             # A small batch may have finished (or been cancelled) while it fanned out.
             batch = self._load(batch_id)
+            if batch is not None and batch.status == "failed":
+                self.stop_jobs(batch.id)  # a fan-out the database refused halfway
         if batch is None or batch.worker_id is not None:
             return
         if batch.status == "in_progress":
