@@ -103,9 +103,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     if any(e["type"] == "model_attributes_type" and e["loc"] == ["body"] for e in errors):
         return problem_response(MalformedBody("the body must be a JSON object"), request)
     # Each field with its reason, once (a union's members may each give the same one).
-    reasons = {
-        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'} ({e['msg']})": 1 for e in errors
-    }
+    reasons = dict.fromkeys(f"{_field(e['loc'])} ({e['msg']})" for e in errors)
     detail = f"invalid fields: {'; '.join(reasons)}"
     return problem_response(InvalidRequest(detail, errors=errors), request)
 
