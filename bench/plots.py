@@ -22,14 +22,16 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def s1_cdfs(s1: dict[str, Any], out: Path) -> list[Path]:
-    """One PNG per mode: a panel per rate, a CDF per system."""
+    """One PNG per mode: a panel per rate, a CDF per system (a repeated rate's first run:
+    the repeats' curves lie on top of each other at this scale)."""
     paths = []
     rates = sorted({r["rate"] for r in s1["runs"]})
     for stream in (False, True):
         fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 3.6), squeeze=False)
         for ax, rate in zip(axes[0], rates, strict=True):
             for run in s1["runs"]:
-                if run["rate"] == rate and run["stream"] == stream and run["cdf_ms"]["x"]:
+                if (run["rate"] == rate and run["stream"] == stream and run["cdf_ms"]["x"]
+                        and run.get("repeat", 0) == 0):
                     ax.plot(run["cdf_ms"]["x"], run["cdf_ms"]["y"], label=run["system"],
                             color=COLOURS.get(run["system"]))
             ax.set_title(f"{rate} req/s offered")

@@ -42,6 +42,14 @@ def test_bench_smoke_writes_results_report_and_plots(tmp_path: Path) -> None:
     ]:
         assert figures[key]["value"], key
         assert figures[key]["baseline_value"] is not None or key[0] == "S1", key
+    # The smoke size repeats 25 req/s twice: each system and mode ran once per repeat.
+    s1_runs = results["scenarios"]["S1"]["runs"]
+    assert sorted((r["system"], r["stream"], r["repeat"]) for r in s1_runs) == sorted(
+        (system, stream, repeat)
+        for system in ("direct", "inferq")
+        for stream in (False, True)
+        for repeat in (0, 1)
+    )
     assert figures[("S2", "jobs completed exactly once")]["value"] == 60
     assert all(f["value"] is not None for f in results["figures"] if f["scenario"] == "S5")
     assert (out / "report.md").read_text().startswith("# inferq benchmarks")

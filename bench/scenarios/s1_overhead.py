@@ -2,8 +2,9 @@
 
 Open loop at each rate, non-stream and stream. inferq runs one API process and one
 worker process (queue included); LiteLLM runs two worker processes. Added latency is a
-gateway's percentile minus the direct upstream's at the same rate and mode; for streams,
-added time to the first token (the first chunk carrying text).
+gateway's percentile minus the direct upstream's at the same rate, mode and repeat; for
+streams, added time to the first token (the first chunk carrying text). Where a rate is
+repeated, a figure is the median of its repeats.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.services import (
     start_litellm,
     start_upstream,
 )
-from bench.stats import cdf, errors_by_kind, summarize
+from bench.stats import cdf, errors_by_kind, median, summarize
 
 TITLE = "S1 gateway overhead"
 SYSTEMS = ("direct", "inferq", "litellm")
@@ -44,7 +45,11 @@ def _body(stream: bool) -> bytes:
 
 def steps(profile: Profile, with_litellm: bool) -> int:
     systems = 3 if with_litellm else 2
-    return systems * 2 * len(profile.s1_rates)
+    return systems * 2 * sum(_repeats(profile, rate) for rate in profile.s1_rates)
+
+
+def _repeats(profile: Profile, rate: int) -> int:
+    return profile.s1_repeats.get(rate, 1)
 
 
 def run(ctx: Context, profile: Profile, progress: Progress, with_litellm: bool) -> ScenarioResult:
@@ -67,14 +72,16 @@ def run(ctx: Context, profile: Profile, progress: Progress, with_litellm: bool) 
                             "`make bench` sets it up)")
     _warm(urls, headers)
     for rate in profile.s1_rates:
-        for stream in (False, True):
-            for system in urls:
-                progress.step(f"S1 {system} {'stream' if stream else 'whole'} @ {rate}/s")
-                target = Target(urls[system] + "/chat/completions", _body(stream),
-                                headers[system], stream=stream)
-                result.runs.append(
-                    _measure(system, target, rate, profile, trees[system], upstream_proc)
-                )
+        repeats = _repeats(profile, rate)
+        for repeat in range(repeats):
+            for stream in (False, True):
+                for system in urls:
+                    progress.step(f"S1 {system} {'stream' if stream else 'whole'} @ {rate}/s"
+                                  + (f" (run {repeat + 1} of {repeats})" if repeats > 1 else ""))
+                    target = Target(urls[system] + "/chat/completions", _body(stream),
+                                    headers[system], stream=stream)
+                    run = _measure(system, target, rate, profile, trees[system], upstream_proc)
+                    result.runs.append({**run, "repeat": repeat})
     result.figures = figures(result.runs, profile.s1_rates)
     return result
 
@@ -120,18 +127,43 @@ def _measure(system: str, target: Target, rate: int, profile: Profile,
     }
 
 
-def _find(runs: list[dict[str, Any]], system: str, stream: bool, rate: int) -> dict[str, Any]:
+def _find(runs: list[dict[str, Any]], system: str, stream: bool, rate: int,
+          repeat: int = 0) -> dict[str, Any]:
     for r in runs:
-        if r["system"] == system and r["stream"] == stream and r["rate"] == rate:
+        if (r["system"] == system and r["stream"] == stream and r["rate"] == rate
+                and r.get("repeat", 0) == repeat):
             return r
     return {}
 
 
+def _repeats_of(runs: list[dict[str, Any]], rate: int) -> range:
+    return range(1 + max((r.get("repeat", 0) for r in runs if r["rate"] == rate), default=0))
+
+
 def _added(runs: list[dict[str, Any]], system: str, stream: bool, rate: int,
            q: str) -> float | None:
+    """The median over the rate's repeats of the system's percentile minus direct's."""
     field = f"ttft_{q}_ms" if stream else f"{q}_ms"
-    return diff(_find(runs, system, stream, rate).get(field),
-                _find(runs, "direct", stream, rate).get(field))
+    added = [
+        diff(_find(runs, system, stream, rate, repeat).get(field),
+             _find(runs, "direct", stream, rate, repeat).get(field))
+        for repeat in _repeats_of(runs, rate)
+    ]
+    value = median(added)
+    return None if value is None else round(value, 2)
+
+
+def _median_of(runs: list[dict[str, Any]], system: str, stream: bool, rate: int,
+               field: str) -> float | None:
+    return median([_find(runs, system, stream, rate, repeat).get(field)
+                   for repeat in _repeats_of(runs, rate)])
+
+
+def _errors(runs: list[dict[str, Any]], system: str, stream: bool, rate: int) -> int | None:
+    counts = [_find(runs, system, stream, rate, repeat).get("errors")
+              for repeat in _repeats_of(runs, rate)]
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
 
 
 def _added_target(stream: bool, rate: int, q: str) -> tuple[str, Callable[[float], bool]] | None:
@@ -160,20 +192,19 @@ def figures(runs: list[dict[str, Any]], rates: tuple[int, ...]) -> list[Figure]:
                     target[0] if target else "",
                     check(value, target[1]) if target else None,
                 ))
-            inferq = _find(runs, "inferq", stream, rate)
-            litellm = _find(runs, "litellm", stream, rate)
             zero_needed = (rate == 100 and not stream) or (rate == 50 and stream)
-            errors = inferq.get("errors")
+            errors = _errors(runs, "inferq", stream, rate)
             out.append(Figure(
                 "S1", f"errors {mode} @ {rate}/s", "count", errors,
-                "LiteLLM" if litellm else "", litellm.get("errors"),
+                "LiteLLM" if has_litellm else "", _errors(runs, "litellm", stream, rate),
                 "0" if zero_needed else "",
                 check(errors, lambda v: v == 0) if zero_needed else None,
             ))
+            cpu = "gateway_cpu_ms_per_request"
             out.append(Figure(
                 "S1", f"gateway CPU per request {mode} @ {rate}/s", "ms",
-                inferq.get("gateway_cpu_ms_per_request"),
-                "LiteLLM" if litellm else "", litellm.get("gateway_cpu_ms_per_request"),
+                _median_of(runs, "inferq", stream, rate, cpu),
+                "LiteLLM" if has_litellm else "", _median_of(runs, "litellm", stream, rate, cpu),
             ))
     return out
 
