@@ -28,6 +28,7 @@ def breaker(endpoint: str) -> str:
 
 BATCH_SWEEP_LOCK = PREFIX + "batches:sweep:lock"
 EXPIRY_LOCK = PREFIX + "expiry:lock"
+FILE_EXPIRY_LOCK = PREFIX + "files:expiry:lock"
 
 
 def batch_dispatched(batch_id: str) -> str:

@@ -1,5 +1,5 @@
 """Background passes that one worker of many runs at a time (the reaper, the batch sweep,
-the result expiry).
+the result and file expiries).
 
 Each runs on its own thread every `interval` seconds. A pass first takes the sweep's lock
 in Redis for the interval: with several workers, whichever takes it runs the pass and the

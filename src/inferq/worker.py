@@ -30,6 +30,7 @@ from inferq.config import Settings
 from inferq.conversations import turn_of
 from inferq.db.engine import create_sync
 from inferq.errors import InferqError, first_line
+from inferq.files.expiry import FileExpiry
 from inferq.handlers import build_handlers
 from inferq.heap import freeze_startup_heap
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
@@ -338,8 +339,9 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
     )
 
     expiry = ResultExpiry.from_settings(ctx.engine, control, settings)
+    file_expiry = FileExpiry(ctx.engine, control, settings.result_expiry_interval_seconds)
     # Started in this order, stopped in the reverse one.
-    background = (liveness, reaper, batch_sweeper, webhook_sender, expiry)
+    background = (liveness, reaper, batch_sweeper, webhook_sender, expiry, file_expiry)
 
     register_task(ctx, runner)
     signals.worker_shutting_down.connect(lambda **_: runner.stopping.set(), weak=False)

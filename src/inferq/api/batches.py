@@ -21,6 +21,7 @@ from inferq.batches.dispatch import redispatch_seconds, send_advance
 from inferq.batches.lines import ENDPOINT_BODIES
 from inferq.batches.store import BatchStore, Cancellation
 from inferq.errors import Conflict, NotFound, QueueUnavailable
+from inferq.files.store import ExpiresAfter
 from inferq.idempotency import Answer
 from inferq.liveness import request_stops
 from inferq.streams import terminal_entry
@@ -39,8 +40,8 @@ class BatchCreate(BaseModel):
     endpoint: str
     completion_window: str
     metadata: dict[str, str] | None = None
-    # Accepted for compatibility; result files are kept until deleted.
-    output_expires_after: dict[str, Any] | None = None
+    # How long the result files are kept; by default the result retention.
+    output_expires_after: ExpiresAfter | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -84,7 +85,14 @@ async def create_batch(
     """Store the batch as `validating` and hand it to a worker, which fans it out."""
 
     async def accept() -> Answer:
-        batch = await store.create(key_id, body.input_file_id, body.endpoint, body.metadata)
+        expires = body.output_expires_after
+        batch = await store.create(
+            key_id,
+            body.input_file_id,
+            body.endpoint,
+            body.metadata,
+            expires.seconds if expires else None,
+        )
         try:
             await _dispatch(services, batch["id"])
         except Exception as exc:

@@ -3,7 +3,8 @@
 Exactly one worker does it: `lease` is a conditional UPDATE that only succeeds while
 no job of the batch is unfinished and no live worker holds the batch. `write` builds the
 files and stores them in the same transaction as the final status, so a worker that dies
-halfway leaves no file behind and the next one writes them whole.
+halfway leaves no file behind and the next one writes them whole. The files expire after
+the batch's `output_expires_after`, or else the result retention, as its jobs' answers do.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import sqlalchemy as sa
 from inferq.batches import queries
 from inferq.batches.results import result_files
 from inferq.db.tables import batches, files, jobs
-from inferq.files.store import file_row
+from inferq.files.store import expiry, file_row
 from inferq.jobs.store import utcnow
 
 log = logging.getLogger(__name__)
 
 
 class Finalizer:
-    def __init__(self, engine: sa.Engine, worker_id: str) -> None:
+    def __init__(self, engine: sa.Engine, worker_id: str, retention_seconds: int) -> None:
         self.engine = engine
         self.worker_id = worker_id
+        self.retention_seconds = retention_seconds
 
     def lease(self, batch_id: str, status: str, outcome: str = "completed") -> bool:
         """Hold the batch for its last step if all its jobs have ended.
@@ -61,8 +63,16 @@ class Finalizer:
             ).all()
             output, errors = result_files(rows, batch.endpoint, final)
             now = utcnow()
+            expires_at = expiry(now, batch.output_expires_seconds or self.retention_seconds)
             stored = [
-                file_row(batch.key_id, "batch_output", f"{batch_id}_{name}.jsonl", content, now)
+                file_row(
+                    batch.key_id,
+                    "batch_output",
+                    f"{batch_id}_{name}.jsonl",
+                    content,
+                    now,
+                    expires_at,
+                )
                 if content
                 else None
                 for name, content in (("output", output), ("error", errors))

@@ -49,7 +49,7 @@ class BatchRunner:
         self.registry = registry
         self.settings = settings
         self.fanout = FanOut(engine, celery, LineParser(registry, settings), worker_id)
-        self.finalizer = Finalizer(engine, worker_id)
+        self.finalizer = Finalizer(engine, worker_id, settings.result_retention_seconds)
 
     def advance(self, batch_id: str) -> None:
         """Do the batch's next step, if it has one and no live worker is on it."""

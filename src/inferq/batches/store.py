@@ -14,6 +14,7 @@ from inferq.batches import queries
 from inferq.batches.objects import batch_object
 from inferq.db.tables import batches, files
 from inferq.errors import InvalidRequest, NotFound
+from inferq.files.store import unexpired
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
 from inferq.oai.paging import after_clause, list_object, order_by
@@ -36,11 +37,16 @@ class BatchStore:
         self.engine = engine
 
     async def create(
-        self, key_id: str, input_file_id: str, endpoint: str, metadata: dict[str, str] | None
+        self,
+        key_id: str,
+        input_file_id: str,
+        endpoint: str,
+        metadata: dict[str, str] | None,
+        output_expires_seconds: int | None = None,
     ) -> dict[str, Any]:
         """Store a `validating` batch; a worker fans it out into jobs."""
         query = sa.select(files.c.purpose).where(
-            files.c.id == input_file_id, files.c.key_id == key_id
+            files.c.id == input_file_id, files.c.key_id == key_id, unexpired()
         )
         now = utcnow()
         batch_id = f"batch_{uuid.uuid4().hex}"
@@ -52,6 +58,7 @@ class BatchStore:
             "completion_window": "24h",
             "status": "validating",
             "metadata": metadata,
+            "output_expires_seconds": output_expires_seconds,
             "total": 0,
             "created_at": now,
             "expires_at": now + COMPLETION_WINDOW,

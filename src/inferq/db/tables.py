@@ -113,7 +113,10 @@ files = sa.Table(
     sa.Column("bytes", sa.BigInteger(), nullable=False),
     sa.Column("content", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # When the file is deleted (null: kept until the client deletes it).
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
     sa.Index("ix_files_key_created", "key_id", "created_at", "id"),
+    sa.Index("ix_files_expires", "expires_at"),
 )
 
 # OpenAI batches: one job per input line (jobs.batch_id); the counts are the jobs'.
@@ -136,6 +139,8 @@ batches = sa.Table(
     sa.Column("worker_id", sa.String(128), nullable=True),
     # What a finalizing batch becomes once its files are written: completed or expired.
     sa.Column("outcome", sa.String(16), nullable=True),
+    # How long its result files are kept (`output_expires_after`); null: the retention.
+    sa.Column("output_expires_seconds", sa.Integer(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Column("in_progress_at", UTCDateTime(), nullable=True),

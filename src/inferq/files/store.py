@@ -1,16 +1,18 @@
 """File rows (async, API side). The bytes are stored in the row itself.
 
 Queries name their columns: only `content` reads the bytes, so listing files never
-loads them.
+loads them. A file past its `expires_at` is gone to the client at once, whether or not
+the file expiry (`inferq.files.expiry`) has deleted its row yet.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq.db.tables import files
@@ -24,7 +26,25 @@ INFO_COLUMNS = (
     files.c.filename,
     files.c.bytes,
     files.c.created_at,
+    files.c.expires_at,
 )
+# The longest expiry a client may ask for: ten years (OpenAI's own range is an hour to
+# thirty days; this one also takes shorter and longer).
+MAX_EXPIRY_SECONDS = 10 * 365 * 86400
+
+
+class ExpiresAfter(BaseModel):
+    """OpenAI's expiration policy of a file: `seconds` after its creation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=1, le=MAX_EXPIRY_SECONDS)
+
+
+def expiry(now: datetime, seconds: int | None) -> datetime | None:
+    """When a file made `now` expires; None (or 0) seconds: never."""
+    return now + timedelta(seconds=seconds) if seconds else None
 
 
 def new_file_id() -> str:
@@ -32,7 +52,12 @@ def new_file_id() -> str:
 
 
 def file_row(
-    key_id: str, purpose: str, filename: str, content: bytes, now: datetime
+    key_id: str,
+    purpose: str,
+    filename: str,
+    content: bytes,
+    now: datetime,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "id": new_file_id(),
@@ -42,6 +67,7 @@ def file_row(
         "bytes": len(content),
         "content": content,
         "created_at": now,
+        "expires_at": expires_at,
     }
 
 
@@ -57,7 +83,7 @@ def file_object(row: Any) -> dict[str, Any]:
         "purpose": m["purpose"],
         "status": "processed",
         "status_details": None,
-        "expires_at": None,
+        "expires_at": unix(m["expires_at"]),
     }
 
 
@@ -68,27 +94,39 @@ class FileStore:
         self.engine = engine
 
     async def create(
-        self, key_id: str, purpose: str, filename: str, content: bytes
+        self,
+        key_id: str,
+        purpose: str,
+        filename: str,
+        content: bytes,
+        expires_after_seconds: int | None = None,
     ) -> dict[str, Any]:
-        row = file_row(key_id, purpose, filename, content, utcnow())
+        now = utcnow()
+        row = file_row(key_id, purpose, filename, content, now, expiry(now, expires_after_seconds))
         async with self.engine.begin() as conn:
             await conn.execute(files.insert().values(**row))
         return file_object(row)
 
     async def get(self, key_id: str, file_id: str) -> dict[str, Any] | None:
-        query = sa.select(*INFO_COLUMNS).where(files.c.id == file_id, files.c.key_id == key_id)
+        query = sa.select(*INFO_COLUMNS).where(
+            files.c.id == file_id, files.c.key_id == key_id, unexpired()
+        )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return file_object(row) if row else None
 
     async def content(self, key_id: str, file_id: str) -> bytes | None:
-        query = sa.select(files.c.content).where(files.c.id == file_id, files.c.key_id == key_id)
+        query = sa.select(files.c.content).where(
+            files.c.id == file_id, files.c.key_id == key_id, unexpired()
+        )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return bytes(row.content) if row else None
 
     async def delete(self, key_id: str, file_id: str) -> bool:
-        statement = sa.delete(files).where(files.c.id == file_id, files.c.key_id == key_id)
+        statement = sa.delete(files).where(
+            files.c.id == file_id, files.c.key_id == key_id, unexpired()
+        )
         async with self.engine.begin() as conn:
             result = await conn.execute(statement)
         return bool(result.rowcount)
@@ -96,7 +134,7 @@ class FileStore:
     async def list(
         self, key_id: str, purpose: str | None, after: str | None, limit: int, descending: bool
     ) -> dict[str, Any]:
-        query = sa.select(*INFO_COLUMNS).where(files.c.key_id == key_id)
+        query = sa.select(*INFO_COLUMNS).where(files.c.key_id == key_id, unexpired())
         if purpose:
             query = query.where(files.c.purpose == purpose)
         async with self.engine.connect() as conn:
@@ -105,3 +143,8 @@ class FileStore:
             query = query.order_by(*order_by(files, descending)).limit(limit + 1)
             rows = (await conn.execute(query)).all()
         return list_object([file_object(r) for r in rows], limit)
+
+
+def unexpired() -> sa.ColumnElement[bool]:
+    """Files the client may still see."""
+    return sa.or_(files.c.expires_at.is_(None), files.c.expires_at > utcnow())

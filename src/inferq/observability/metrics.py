@@ -91,6 +91,10 @@ RESULTS_EXPIRED = Counter(
     "inferq_job_results_expired",
     "Finished jobs whose request and answer the result expiry deleted",
 )
+FILES_EXPIRED = Counter(
+    "inferq_files_expired",
+    "Files (uploads and batch results) deleted when their expires_at passed",
+)
 WEBHOOK_DELIVERIES = Counter(
     "inferq_webhook_deliveries",
     "Webhook delivery attempts: delivered, retrying (will try again) or failed (gave up)",
