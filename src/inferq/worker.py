@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Protocol
 
 import redis
@@ -28,6 +29,7 @@ from inferq.admission import ending
 from inferq.batches import runtime as batch_runtime
 from inferq.config import Settings
 from inferq.conversations import turn_of
+from inferq.db import direct
 from inferq.db.engine import create_sync
 from inferq.errors import InferqError, first_line
 from inferq.files.expiry import FileExpiry
@@ -39,7 +41,7 @@ from inferq.jobs.outage import UntilReachable
 from inferq.jobs.schemas import Job
 from inferq.liveness import Liveness, StopSignal
 from inferq.observability import jobs as obs
-from inferq.observability import propagation
+from inferq.observability import propagation, tracing
 from inferq.observability.process import setup_worker
 from inferq.observability.tracing import tracer
 from inferq.orphans import OrphanSweep
@@ -68,9 +70,11 @@ class WorkerContext:
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
 
-    @property
+    @cached_property
     def store(self) -> ClaimStore:
-        return ClaimStore(self.engine)
+        # First read after `setup_worker`: with tracing on, claims stay on SQLAlchemy,
+        # whose statements the tracer sees.
+        return ClaimStore(self.engine, direct=direct.usable(self.engine, tracing.is_on()))
 
 
 class Handler(Protocol):

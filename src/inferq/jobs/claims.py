@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from inferq.conversations import Turn, add_turn
+from inferq.db.direct import DirectStatement, Row
 from inferq.db.tables import UTCDateTime, jobs
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
@@ -123,7 +124,7 @@ _FINISH = (
 )
 
 
-def _claimed(row: sa.Row[Any]) -> ClaimedJob:
+def _claimed(row: sa.Row[Any] | Row) -> ClaimedJob:
     return ClaimedJob(
         row.id,
         row.kind,
@@ -140,17 +141,32 @@ def _claimed(row: sa.Row[Any]) -> ClaimedJob:
 
 
 class ClaimStore:
-    def __init__(self, engine: sa.Engine) -> None:
+    """With `direct`, the claim and the plain finish run on the driver
+    (`inferq.db.direct`: PostgreSQL through psycopg, statements not traced)."""
+
+    def __init__(self, engine: sa.Engine, direct: bool = False) -> None:
         self.engine = engine
         # Claim and finish are one statement each: autocommit saves a BEGIN and a COMMIT
         # round trip per statement (two of the four database round trips of a job).
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._direct = (
+            {statement: DirectStatement(engine, statement) for statement in (_CLAIM, _FINISH)}
+            if direct
+            else {}
+        )
+
+    def _first(self, statement: Any, values: dict[str, Any]) -> Any:
+        """The first row `statement` returns, in autocommit."""
+        direct = self._direct.get(statement)
+        if direct is not None:
+            return direct.first(values)
+        with self.autocommit.connect() as conn:
+            return conn.execute(statement, values).first()
 
     def claim(self, job_id: str, worker_id: str) -> ClaimedJob | None:
         """queued → running for this worker; None if someone else has (or had) it."""
         values = {"b_id": job_id, "b_worker": worker_id, "b_now": utcnow()}
-        with self.autocommit.connect() as conn:
-            row = conn.execute(_CLAIM, values).first()
+        row = self._first(_CLAIM, values)
         return _claimed(row) if row is not None else None
 
     def held(self, job_id: str, worker_id: str) -> ClaimedJob | None:
@@ -203,8 +219,7 @@ class ClaimStore:
             **{f"b_{name}": getattr(outcome, attr) for name, attr in _OUTCOME_COLUMNS},
         }
         if turn is None:
-            with self.autocommit.connect() as conn:
-                row = conn.execute(_FINISH, values).first()
+            row = self._first(_FINISH, values)
         else:
             with self.engine.begin() as conn:
                 row = conn.execute(_FINISH, values).first()
