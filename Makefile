@@ -48,7 +48,7 @@ test-container: $(VENV)/.installed-dev
 chaos: $(VENV)/.installed-dev
 	for run in 1 2 3; do INFERQ_CHAOS_JOBS=500 $(BIN)/pytest tests/test_chaos.py -q -s || exit 1; done
 
-## The benchmark (about 20 minutes on 2 cores): table, bench/results/, BENCHMARKS.md.
+## The benchmark (about 25 minutes on 2 cores): table, bench/results/, BENCHMARKS.md.
 bench: $(VENV)/.installed-dev .bench/litellm-venv/.installed
 	$(BIN)/python -m bench
 

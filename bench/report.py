@@ -89,7 +89,7 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
         f"{one_line(results['machine'])}. inferq's job store: "
         f"{results.get('job_store', 'SQLite')}.",
         "",
-        "Regenerate with `make bench` (about 20 minutes; `make bench-quick` for a shorter "
+        "Regenerate with `make bench` (about 25 minutes; `make bench-quick` for a shorter "
         "run of the same scenarios). Every figure stands beside a baseline measured in the "
         "same run; *ratio* is inferq / baseline. The harness and its baselines live in "
         "`bench/` (see `bench/__init__.py` for what each scenario measures and how).",

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = 3600
     # How long a finished job keeps its request and answer in the database (0: for good).
     # The row stays for usage and status; a batch or webhook still reading it waits.
+    # Batch input and result files default to it too (`inferq.files.expiry`).
     result_retention_seconds: int = Field(default=30 * 86400, ge=0)
     result_expiry_interval_seconds: float = Field(default=60.0, gt=0)
     # How long an answer stays in the exact response cache (jobs with `cache: "exact"`).
