@@ -98,8 +98,12 @@ def test_unknown_job_and_route_are_404_and_wrong_method_405(service: Service) ->
         assert client.get("/v1/jobs/does-not-exist").status_code == 404
         assert client.get("/v1/nothing-here").status_code == 404
         response = client.put("/v1/jobs", json=GOOD)
+        readyz = client.request("TRACE", "/readyz")
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
+    # RFC 9110: a 405 says which methods the resource takes.
+    assert response.headers["allow"] == "GET, POST"
+    assert (readyz.status_code, readyz.headers["allow"]) == (405, "GET")
 
 
 def test_bad_list_parameters_are_422(service: Service) -> None:

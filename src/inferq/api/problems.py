@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from inferq.errors import (
     InferqError,
@@ -25,6 +26,8 @@ from inferq.errors import (
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+# What an `Allow` header may list.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 OPENAI_ROUTES = ("/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/files", "/v1/batches")
@@ -122,7 +125,26 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         error = InferqError(str(exc.detail))
         error.status = exc.status_code  # type: ignore[misc]
-    return problem_response(error, request)
+    response = problem_response(error, request)
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110 asks a 405 to list the methods the resource takes. Starlette's own
+        # `Allow` names only the first route of the path, here one per method.
+        response.headers["Allow"] = ", ".join(_allowed(request))
+    return response
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route takes at the request's path: each asked of the routes in
+    turn (FastAPI keeps included routers as routes of their own)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 async def _on_store_error(request: Request, exc: Exception) -> JSONResponse:
