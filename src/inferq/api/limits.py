@@ -1,4 +1,10 @@
-"""ASGI middleware that refuses bodies over the configured size, streamed or not."""
+"""ASGI middleware that refuses what no route can take: bodies over the configured size
+(streamed or not), and URLs holding NUL.
+
+PostgreSQL keeps no NUL in text, so an id, cursor or name holding one failed its query
+there (a 500) where SQLite answered 404: refused here, on either store alike. Bodies are
+checked field by field (`inferq.jobs.schemas.Text`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.api.problems import OPENAI_ROUTES, openai_error
-from inferq.errors import PayloadTooLarge
+from inferq.errors import InferqError, InvalidRequest, PayloadTooLarge
 
 
 class BodyLimitMiddleware:
@@ -30,10 +36,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        where = _nul_in_url(scope)
+        if where:
+            await _refuse(scope, send, InvalidRequest(f"the URL's {where} holds NUL (\\u0000)"))
+            return
         limit = self._limit(scope.get("path", ""))
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self._refuse(scope, send, limit)
+                await _refuse(scope, send, PayloadTooLarge(f"the body exceeds {limit} bytes"))
                 return
         seen = 0
 
@@ -48,24 +58,35 @@ class BodyLimitMiddleware:
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
-        error = PayloadTooLarge(f"the body exceeds {limit} bytes")
-        path = scope.get("path", "")
-        if path.startswith(OPENAI_ROUTES):
-            body = orjson.dumps(openai_error(error)[1])
-            media_type = b"application/json"
-        else:
-            body = orjson.dumps(error.problem(instance=path))
-            media_type = b"application/problem+json"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [
-                    (b"content-type", media_type),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+def _nul_in_url(scope: Scope) -> str | None:
+    """Which part of the URL holds NUL (the path arrives decoded, the query not)."""
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    if b"%00" in scope.get("query_string", b""):
+        return "query"
+    return None
+
+
+async def _refuse(scope: Scope, send: Send, error: InferqError) -> None:
+    """Answer `error` as the problem handler would, before any route runs."""
+    path = scope.get("path", "")
+    if path.startswith(OPENAI_ROUTES):
+        status, document = openai_error(error)
+        body = orjson.dumps(document)
+        media_type = b"application/json"
+    else:
+        status, body = error.status, orjson.dumps(error.problem(instance=path))
+        media_type = b"application/problem+json"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", media_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
