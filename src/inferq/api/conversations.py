@@ -13,6 +13,7 @@ from inferq.errors import ConversationNotFound, InvalidRequest
 from inferq.jobs.schemas import CONVERSATION_ID
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+MAX_MESSAGE_ID = 2**31 - 1
 ConversationId = Annotated[str, Path(pattern=CONVERSATION_ID)]
 
 
@@ -59,7 +60,7 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ConversationPage:
     """The key's conversations, the one with the newest message first."""
-    if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
+    if cursor is not None and not _message_id(cursor):
         raise InvalidRequest("`cursor` is not a cursor this service issued")
     before = int(cursor) if cursor is not None else None
     rows, after = await services.conversations.list(key_id, before, limit)
@@ -89,3 +90,10 @@ async def delete_conversation(
     if not deleted:
         raise ConversationNotFound(f"no conversation {conversation_id!r}")
     return Deleted(id=conversation_id, deleted_messages=deleted)
+
+
+def _message_id(cursor: str) -> bool:
+    """Could it be a message id? An `Integer` column, 32 bits on PostgreSQL (a larger
+    number failed the query there); ASCII digits only (`int` refuses some others)."""
+    digits = cursor.isascii() and cursor.isdigit() and len(cursor) <= len(str(MAX_MESSAGE_ID))
+    return digits and int(cursor) <= MAX_MESSAGE_ID
