@@ -72,8 +72,7 @@ class WorkerContext:
 
     @cached_property
     def store(self) -> ClaimStore:
-        # First read after `setup_worker`: with tracing on, claims stay on SQLAlchemy,
-        # whose statements the tracer sees.
+        # Read after `setup_worker`: traced, the claims stay on SQLAlchemy (and in spans).
         return ClaimStore(self.engine, direct=direct.usable(self.engine, tracing.is_on()))
 
 
@@ -341,7 +340,6 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         ended=lambda job: _ended(ctx, runner, job),
         orphans=OrphanSweep(ctx.engine, ctx.celery, ctx.registry, settings),
     )
-
     expiry = ResultExpiry.from_settings(ctx.engine, control, settings)
     file_expiry = FileExpiry(ctx.engine, control, settings.result_expiry_interval_seconds)
     # Started in this order, stopped in the reverse one.
