@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from pydantic import AliasChoices
 from typer.testing import CliRunner
 
-from inferq import worker
+from inferq import worker_process
 from inferq.api import router
 from inferq.cli import app
 from inferq.config import Settings
@@ -43,7 +43,7 @@ class Launches:
         self.calls: list[tuple[str, object]] = []
         monkeypatch.setattr(logs, "configure_logging", lambda *args: None)
         monkeypatch.setattr(uvicorn, "run", self._api)
-        monkeypatch.setattr(worker, "run_worker", self._worker)
+        monkeypatch.setattr(worker_process, "run_worker", self._worker)
         monkeypatch.setattr(migrate, "upgrade", lambda url: self.calls.append(("migrate", url)))
 
     def _api(self, target: str, **options: object) -> None:

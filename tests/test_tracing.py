@@ -25,7 +25,8 @@ from inferq.liveness import Liveness
 from inferq.observability import tracing
 from inferq.queue import pool_queues
 from inferq.webhooks import runtime as webhook_runtime
-from inferq.worker import FinishHook, JobRunner, build_context, register_task
+from inferq.worker import FinishHook, JobRunner, build_context
+from inferq.worker_process import register_task
 from tests.conftest import TESTS, wait_for
 from tests.webhooks.receiver import Receiver
 

@@ -75,7 +75,7 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="Jobs in flight in this process.")] = None,
 ) -> None:
     """Run a worker (production process); any number may share one broker."""
-    from inferq.worker import run_worker
+    from inferq.worker_process import run_worker
 
     raise typer.Exit(run_worker(_settings(), pool.value, concurrency))
 

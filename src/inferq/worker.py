@@ -18,40 +18,30 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
 import sqlalchemy as sa
 import structlog
-from celery import Celery, signals
+from celery import Celery
 
 from inferq.admission import ending
-from inferq.batches import runtime as batch_runtime
 from inferq.config import Settings
 from inferq.conversations import turn_of
 from inferq.db import direct
 from inferq.db.engine import create_sync
 from inferq.errors import InferqError, first_line
-from inferq.files.expiry import FileExpiry
-from inferq.handlers import build_handlers
-from inferq.heap import freeze_startup_heap
 from inferq.jobs.claims import ClaimedJob, ClaimStore, Outcome
-from inferq.jobs.expiry import ResultExpiry
 from inferq.jobs.outage import UntilReachable
 from inferq.jobs.schemas import Job
 from inferq.liveness import Liveness, StopSignal
 from inferq.observability import jobs as obs
-from inferq.observability import propagation, tracing
-from inferq.observability.process import setup_worker
+from inferq.observability import tracing
 from inferq.observability.tracing import tracer
-from inferq.orphans import OrphanSweep
 from inferq.providers.registry import ModelRegistry
-from inferq.queue import RUN_JOB_TASK, enqueue, make_celery, pool_queues
-from inferq.reaper import Reaper
+from inferq.queue import enqueue, make_celery
 from inferq.redis_clients import worker_client
 from inferq.streams import StreamSink, StreamWriter
-from inferq.thread_pool import PrestartedThreadPool
-from inferq.webhooks import runtime as webhook_runtime
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +64,13 @@ class WorkerContext:
     def store(self) -> ClaimStore:
         # Read after `setup_worker`: traced, the claims stay on SQLAlchemy (and in spans).
         return ClaimStore(self.engine, direct=direct.usable(self.engine, tracing.is_on()))
+
+    def pool_of(self, model: str) -> str:
+        """The pool whose queues take jobs of `model` (this one's, if it is unknown)."""
+        try:
+            return self.registry.get(model).pool
+        except InferqError:
+            return self.pool
 
 
 class Handler(Protocol):
@@ -261,7 +258,7 @@ class JobRunner:
             self.finished(job)
             return
         try:
-            enqueue(self.ctx.celery, job.id, _pool_of(self.ctx, job.model), job.priority)
+            enqueue(self.ctx.celery, job.id, self.ctx.pool_of(job.model), job.priority)
         except Exception as exc:  # the orphan sweep publishes it once the broker is back
             log.warning("job %s: could not publish it again: %s", job.id, exc)
 
@@ -308,94 +305,4 @@ def build_context(settings: Settings, pool: str, concurrency: int) -> WorkerCont
     )
 
 
-def run_worker(settings: Settings, pool: str, concurrency: int | None = None) -> int:
-    """Run a worker of `pool` until it is told to stop; returns its exit code."""
-    if concurrency is None:
-        concurrency = settings.io_concurrency if pool == "io" else settings.local_concurrency
-    ctx = build_context(settings, pool, concurrency)
-    setup_worker(settings, ctx.engine, pool)
-    # Built now, not on their first jobs: weights load, and SDK modules are in place
-    # before the start-up heap is frozen (see ModelRegistry.build).
-    ctx.registry.build(pool, strict=pool == "local")
-    # The heartbeat and the reaper get their own connections: behind the jobs' pool (one
-    # lock for a thousand threads, and connections made under it while the pool grows)
-    # a heartbeat waited past the worker's TTL and the reaper took its live jobs away.
-    # Its timeout well inside the worker's TTL: a beat stuck on a silent connection fails
-    # and goes out on a new one before the reaper takes this worker for dead.
-    silent = max(settings.worker_ttl_seconds / 3, 0.5)
-    control = worker_client(settings.resolved_redis_url, 8, timeout=silent)
-    liveness = Liveness(
-        control, ctx.worker_id, settings.worker_ttl_seconds, settings.heartbeat_seconds
-    )
-    finish_hooks: list[FinishHook] = []
-    runner = JobRunner(ctx, liveness, build_handlers(ctx), finish_hooks)
-    batch_sweeper = batch_runtime.install(ctx, finish_hooks)
-    webhook_sender = webhook_runtime.install(ctx, finish_hooks)
-    reaper = Reaper(
-        ctx.store,
-        control,
-        settings.max_attempts,
-        settings.reaper_interval_seconds,
-        requeue=lambda job: enqueue(ctx.celery, job.id, _pool_of(ctx, job.model), job.priority),
-        ended=lambda job: _ended(ctx, runner, job),
-        orphans=OrphanSweep(ctx.engine, ctx.celery, ctx.registry, settings),
-    )
-    expiry = ResultExpiry.from_settings(ctx.engine, control, settings)
-    file_expiry = FileExpiry(ctx.engine, control, settings.result_expiry_interval_seconds)
-    # Started in this order, stopped in the reverse one.
-    background = (liveness, reaper, batch_sweeper, webhook_sender, expiry, file_expiry)
-
-    register_task(ctx, runner)
-    signals.worker_shutting_down.connect(lambda **_: runner.stopping.set(), weak=False)
-    for thread in background:
-        thread.start()
-    worker = ctx.celery.Worker(
-        pool_cls=PrestartedThreadPool,
-        concurrency=concurrency,
-        queues=pool_queues(pool),
-        hostname=f"{pool}@{ctx.worker_id}",
-        loglevel=settings.log_level,
-        quiet=True,
-        without_gossip=True,
-        without_mingle=True,
-        without_heartbeat=True,
-        optimization="fair",
-    )
-    # Again once the worker is up: its pool's threads and consumer are start-up too.
-    signals.worker_ready.connect(lambda **_: freeze_startup_heap(), weak=False)
-    freeze_startup_heap()
-    try:
-        worker.start()
-    finally:
-        for thread in reversed(background):
-            thread.stop()
-        ctx.engine.dispose()
-    return int(worker.exitcode or 0)
-
-
-def register_task(ctx: WorkerContext, runner: JobRunner) -> None:
-    """The task a job's message names: run it with the submitting request's id bound."""
-
-    @ctx.celery.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True, bind=True)  # type: ignore[untyped-decorator]
-    def run_job(task: Any, job_id: str) -> None:
-        request_id = propagation.request_id_of(task.request)
-        with structlog.contextvars.bound_contextvars(request_id=request_id, job_id=job_id):
-            runner.run(job_id)
-
-
-def _ended(ctx: WorkerContext, runner: JobRunner, job: Job) -> None:
-    """A job the reaper ended (cancelled, or out of attempts) gets its terminal event."""
-    writer = StreamWriter(ctx.redis, job.id, ctx.settings.result_ttl_seconds, 1)
-    writer.terminal(job, also=ending(job))
-    obs.job_finished(job, None, runner.provider_of(job.model))
-    runner.finished(job)
-
-
-def _pool_of(ctx: WorkerContext, model: str) -> str:
-    try:
-        return ctx.registry.get(model).pool
-    except InferqError:
-        return ctx.pool
-
-
-__all__ = ["ClaimedJob", "Job", "JobRunner", "WorkerContext", "run_worker"]
+__all__ = ["ClaimedJob", "Job", "JobRunner", "WorkerContext", "build_context"]
