@@ -1,12 +1,12 @@
 """Profile a hot path: `python -m bench.probe s1|s2|s3|s4|acks [--rate N] [--jobs N]
-[--seconds S] [--stream] [--spy] [--spy-worker]`.
+[--seconds S] [--stream] [--spy] [--spy-worker] [--spy-api]`.
 
 Starts what the benchmark starts (mock upstream, one inferq API and one worker) and
 prints the added latency, each process's CPU per request and, for S1, queue wait and run
 time read from the job rows; S2 submits a burst of `--jobs` 2-second `sim` jobs; S4
 streams 128-token completions of the local model for `--seconds` and prints each
 process's CPU per token. With `--spy`, py-spy records the stacks holding the GIL in the
-worker (S1, S2) or the API (S3; S4 unless `--spy-worker`)
+worker (S1 unless `--spy-api`, S2) or the API (S3; S4 unless `--spy-worker`)
 and prints the heaviest frames, inclusive. This is where the profiles in
 `bench/analysis.md` come from. py-spy slows the process it samples (a spied S2 worker
 with a thousand threads runs several times slower): read its shares, not its rates.
@@ -119,8 +119,9 @@ def s1(ctx: Context, args: argparse.Namespace) -> None:
     for name, (target, trees) in targets.items():
         run_async(open_loop(target, rate=10, seconds=0.5))
         raw = ctx.root / f"{name}.spy"
-        spy = _spy(inferq.worker.popen.pid, args.seconds, raw) if (
-            args.spy and name == "inferq" and inferq.worker) else None
+        spied = inferq.api if args.spy_api else inferq.worker
+        spy = _spy(spied.popen.pid, args.seconds, raw) if (
+            (args.spy or args.spy_api) and name == "inferq" and spied) else None
         with Meter({**trees, "upstream": upstream_proc.tree, "loadgen": self_tree}) as meter:
             outcome = run_async(open_loop(target, args.rate, args.seconds, 1.0))
         summary = summarize(outcome.samples, args.seconds)
@@ -212,6 +213,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000, help="S2 burst size")
     parser.add_argument("--concurrency", type=int, default=1200, help="S2 worker threads")
     parser.add_argument("--spy-worker", action="store_true", help="S4: spy on the worker")
+    parser.add_argument("--spy-api", action="store_true", help="S1: spy on the API")
     parser.add_argument("--stream", action="store_true", help="S1: streamed completions")
     parser.add_argument("--spy", action="store_true", help="profile with py-spy")
     parser.add_argument("--redis-url", help="a Redis to use (no db number); default: embedded")
