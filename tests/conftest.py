@@ -328,7 +328,12 @@ def database_params() -> list[str]:
 # Modules that test the HTTP surface (validation, OpenAI shapes, embeddings) run on SQLite
 # only: nothing they check depends on the job store, which the other modules run on both
 # stores. INFERQ_TEST_ALL_STORES=1 runs them on PostgreSQL too.
-STORE_AGNOSTIC = {"test_validation.py", "test_openai_compat.py", "test_embeddings.py"}
+STORE_AGNOSTIC = {
+    "test_validation.py",
+    "test_openai_compat.py",
+    "test_embeddings.py",
+    "test_openapi.py",
+}
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq import __version__
 from inferq.admission import Admission, QueueDepth
-from inferq.api import problems, router
+from inferq.api import openapi, problems, router
 from inferq.api.limits import BodyLimitMiddleware
 from inferq.config import Settings, get_settings
 from inferq.conversations import ConversationStore
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    openapi.install(app)
     # An upload may be as large as a file may be, plus its multipart framing.
     uploads = {"/v1/files": settings.max_file_bytes + 64 * 1024}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=uploads)

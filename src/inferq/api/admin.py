@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from inferq.api.deps import AdminCaller, ServicesDep
+from inferq.api.openapi import errors
 from inferq.resilience.breaker import all_states
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=errors(403))
 
 
 @router.get("/breakers")

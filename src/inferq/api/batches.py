@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inferq import redis_keys
 from inferq.api.deps import CurrentKey, IdempotencyKey, ServicesDep, require_json
+from inferq.api.openapi import errors
 from inferq.api.submission import answer_once
 from inferq.batches.dispatch import redispatch_seconds, send_advance
 from inferq.batches.lines import ENDPOINT_BODIES
@@ -74,7 +75,7 @@ async def _batches(services: ServicesDep) -> BatchStore:
 Batches = Annotated[BatchStore, Depends(_batches)]
 
 
-@router.post("", dependencies=[Depends(require_json)])
+@router.post("", dependencies=[Depends(require_json)], responses=errors(404, 409, 415))
 async def create_batch(
     body: BatchCreate,
     key_id: CurrentKey,
@@ -124,7 +125,7 @@ async def get_batch(batch_id: str, key_id: CurrentKey, store: Batches) -> dict[s
     return found
 
 
-@router.post("/{batch_id}/cancel")
+@router.post("/{batch_id}/cancel", responses=errors(409))
 async def cancel_batch(
     batch_id: str, key_id: CurrentKey, services: ServicesDep, store: Batches
 ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import CurrentCaller, CurrentKey, ServicesDep, require_json
+from inferq.api.openapi import errors
 from inferq.api.submission import submit
 from inferq.db.tables import documents
 from inferq.errors import CollectionNotFound, InvalidRequest
@@ -77,7 +78,12 @@ class Deleted(BaseModel):
     deleted_documents: int
 
 
-@router.post("/{collection}/documents", status_code=202, dependencies=[Depends(require_json)])
+@router.post(
+    "/{collection}/documents",
+    status_code=202,
+    dependencies=[Depends(require_json)],
+    responses=errors(415, 429),
+)
 async def add_documents(
     collection: CollectionName, body: NewDocuments, caller: CurrentCaller, services: ServicesDep
 ) -> Response:

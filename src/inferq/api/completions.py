@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.deps import CurrentCaller, IdempotencyKey, ServicesDep, require_json
+from inferq.api.openapi import errors
 from inferq.api.submission import answer_once, cancel, failure, submit, wait_finished
 from inferq.idempotency import Answer
 from inferq.jobs.schemas import TERMINAL_STATUSES, Job
@@ -31,7 +32,12 @@ if TYPE_CHECKING:
     from inferq.app import Services
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_json)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["openai"],
+    dependencies=[Depends(require_json)],
+    responses=errors(404, 409, 415, 429, 502, 504),
+)
 Request = ChatCompletionRequest | CompletionRequest
 JOB_HEADER = "x-inferq-job-id"
 CACHE_HEADER = "x-inferq-cache"

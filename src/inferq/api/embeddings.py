@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.completions import JOB_HEADER
 from inferq.api.deps import CurrentCaller, ServicesDep, require_json
+from inferq.api.openapi import errors
 from inferq.api.submission import failure, submit, wait_finished
 from inferq.config import Settings
 from inferq.errors import InvalidRequest
@@ -30,7 +31,12 @@ from inferq.providers.registry import ModelSpec
 if TYPE_CHECKING:
     pass
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_json)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["openai"],
+    dependencies=[Depends(require_json)],
+    responses=errors(404, 415, 429, 502, 504),
+)
 
 
 class EmbeddingRequest(BaseModel):

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter
 
 from inferq.api.deps import ServicesDep
+from inferq.api.openapi import errors
 from inferq.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])
@@ -18,7 +19,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 async def readyz(services: ServicesDep) -> dict[str, str]:
     """Redis and the database answer; 503 otherwise."""
     checks = {"database": services.jobs.ping(), "redis": services.redis.ping()}

@@ -14,6 +14,7 @@ from inferq.api.deps import (
     ServicesDep,
     require_json,
 )
+from inferq.api.openapi import errors
 from inferq.api.submission import answer_once, cancel, submit
 from inferq.api.webhooks import prepare_webhook
 from inferq.errors import Conflict, InvalidRequest, JobNotFound
@@ -38,7 +39,10 @@ async def _job_or_404(services: ServicesDep, key_id: str, job_id: str) -> Job:
     status_code=202,
     response_model=Job,
     dependencies=[Depends(require_json)],
-    responses={202: {"description": "Accepted; `Location` names the job."}},
+    responses={
+        202: {"description": "Accepted; `Location` names the job."},
+        **errors(409, 415, 429),
+    },
 )
 async def create_job(
     body: JobCreate,
@@ -96,7 +100,9 @@ async def get_job(job_id: str, key_id: CurrentKey, services: ServicesDep) -> Job
     return await _job_or_404(services, key_id, job_id)
 
 
-@router.delete("/{job_id}", responses={202: {"description": "Cancellation requested"}})
+@router.delete(
+    "/{job_id}", responses={202: {"description": "Cancellation requested"}, **errors(409)}
+)
 async def cancel_job(
     job_id: str, key_id: CurrentKey, services: ServicesDep, response: Response
 ) -> Job:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from inferq.api.deps import CurrentCaller, ServicesDep
+from inferq.api.openapi import errors
 from inferq.errors import Forbidden, InvalidRequest
 from inferq.jobs.usage import GroupBy, usage
 
@@ -37,7 +38,7 @@ class UsageReport(BaseModel):
     total: UsageTotals
 
 
-@router.get("/usage")
+@router.get("/usage", responses=errors(403))
 async def get_usage(
     caller: CurrentCaller,
     services: ServicesDep,
