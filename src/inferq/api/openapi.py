@@ -89,7 +89,8 @@ class OpenAIError(BaseModel):
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: the error statuses only its handler knows it answers."""
+    """`responses=` for a route: the error statuses only its handler knows it answers
+    (described here as on any route; `install` gives each its body)."""
     return {status: {"description": WHY[status]} for status in statuses}
 
 
@@ -131,11 +132,10 @@ def _document(path: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     responses.pop("422", None)  # FastAPI's own shape, never sent
     openai = path.startswith(OPENAI_ROUTES)
-    for status in _statuses(path, operation, openai) | _declared(responses):
-        why = (OPENAI_WHY if openai else WHY)[status]
+    for status in _statuses(operation, openai) | _declared(responses):
         media, schema = ("application/json", "OpenAIError") if openai else (PROBLEM_JSON, "Problem")
         response: dict[str, Any] = {
-            "description": responses.get(str(status), {}).get("description", why),
+            "description": (OPENAI_WHY if openai else WHY)[status],
             "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
         }
         if status in HEADERS:
@@ -143,7 +143,7 @@ def _document(path: str, operation: dict[str, Any]) -> None:
         responses[str(status)] = response
 
 
-def _statuses(path: str, operation: dict[str, Any], openai: bool) -> set[int]:
+def _statuses(operation: dict[str, Any], openai: bool) -> set[int]:
     parameters = operation.get("parameters", [])
     body = "requestBody" in operation
     found = set()
