@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from inferq import __version__
 from inferq.admission import Admission, QueueDepth
 from inferq.api import openapi, problems, router
-from inferq.api.limits import BodyLimitMiddleware
+from inferq.api.guard import RequestGuard
 from inferq.config import Settings, get_settings
 from inferq.conversations import ConversationStore
 from inferq.db.engine import create_async
@@ -132,8 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
     # An upload may be as large as a file may be, plus its multipart framing.
     uploads = {"/v1/files": settings.max_file_bytes + 64 * 1024}
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=uploads)
-    # Outermost: every answer, the body limit's included, has a request id and is counted.
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, overrides=uploads)
+    # Outermost: every answer, the guard's refusals included, has a request id and is counted.
     app.add_middleware(RequestObservability, metrics=settings.request_metrics)
     app.include_router(router)
     setup_api(settings, app)

@@ -1,5 +1,5 @@
-"""ASGI middleware that refuses what no route can take: bodies over the configured size
-(streamed or not), and URLs holding NUL.
+"""`RequestGuard`: ASGI middleware that refuses what no route can take, before any runs:
+bodies over the configured size (streamed or not), and URLs holding NUL.
 
 PostgreSQL keeps no NUL in text, so an id, cursor or name holding one failed its query
 there (a 500) where SQLite answered 404: refused here, on either store alike. Bodies are
@@ -17,7 +17,7 @@ from inferq.api.problems import OPENAI_ROUTES, openai_error
 from inferq.errors import InferqError, InvalidRequest, PayloadTooLarge
 
 
-class BodyLimitMiddleware:
+class RequestGuard:
     def __init__(
         self, app: ASGIApp, max_bytes: int, overrides: Mapping[str, int] | None = None
     ) -> None:
