@@ -21,7 +21,6 @@ from kombu.exceptions import ChannelError
 
 from inferq.config import Settings
 from inferq.db.tables import jobs
-from inferq.errors import InferqError
 from inferq.jobs.store import utcnow
 from inferq.providers.registry import ModelRegistry
 from inferq.queue import POOLS, enqueue, pool_queues
@@ -59,7 +58,7 @@ class OrphanSweep:
             stale = conn.execute(query).all()
         by_pool: dict[str, list[Any]] = {}
         for row in stale:
-            by_pool.setdefault(self._pool(row.model), []).append(row)
+            by_pool.setdefault(self.registry.pool_of(row.model), []).append(row)
         published = 0
         for pool, rows in by_pool.items():
             if pool not in idle:
@@ -76,12 +75,6 @@ class OrphanSweep:
         if pool == "local":
             return jobs.c.model.in_(local)
         return jobs.c.model.not_in(local)
-
-    def _pool(self, model: str) -> str:
-        try:
-            return self.registry.get(model).pool
-        except InferqError:
-            return "io"
 
     def _waiting(self, pool: str) -> int | None:
         """Messages waiting in the pool's queues (None if the broker cannot say)."""

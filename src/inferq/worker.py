@@ -65,13 +65,6 @@ class WorkerContext:
         # Read after `setup_worker`: traced, the claims stay on SQLAlchemy (and in spans).
         return ClaimStore(self.engine, direct=direct.usable(self.engine, tracing.is_on()))
 
-    def pool_of(self, model: str) -> str:
-        """The pool whose queues take jobs of `model` (this one's, if it is unknown)."""
-        try:
-            return self.registry.get(model).pool
-        except InferqError:
-            return self.pool
-
 
 class Handler(Protocol):
     """Runs one claimed job of a kind and says how it ended (never raises)."""
@@ -257,8 +250,9 @@ class JobRunner:
             writer.terminal(job, also=ending(job))
             self.finished(job)
             return
+        pool = self.ctx.registry.pool_of(job.model, self.ctx.pool)
         try:
-            enqueue(self.ctx.celery, job.id, self.ctx.pool_of(job.model), job.priority)
+            enqueue(self.ctx.celery, job.id, pool, job.priority)
         except Exception as exc:  # the orphan sweep publishes it once the broker is back
             log.warning("job %s: could not publish it again: %s", job.id, exc)
 

@@ -63,7 +63,9 @@ def run_worker(settings: Settings, pool: str, concurrency: int | None = None) ->
         control,
         settings.max_attempts,
         settings.reaper_interval_seconds,
-        requeue=lambda job: enqueue(ctx.celery, job.id, ctx.pool_of(job.model), job.priority),
+        requeue=lambda job: enqueue(
+            ctx.celery, job.id, ctx.registry.pool_of(job.model, ctx.pool), job.priority
+        ),
         ended=lambda job: _ended(ctx, runner, job),
         orphans=OrphanSweep(ctx.engine, ctx.celery, ctx.registry, settings),
     )

@@ -111,6 +111,14 @@ models:
     }
 
 
+def test_a_models_pool_or_the_default_for_a_model_gone_from_the_registry() -> None:
+    # A job queued before its model left the file is still published somewhere.
+    registry = ModelRegistry.parse("models:\n  pinned: {provider: sim, pool: local}\n", "inline")
+    assert registry.pool_of("pinned") == "local"
+    assert registry.pool_of("gone") == "io"
+    assert registry.pool_of("gone", "local") == "local"
+
+
 def test_a_model_run_in_the_worker_has_a_breaker_endpoint_per_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -21,7 +21,6 @@ from inferq.batches.finalize import Finalizer
 from inferq.batches.lines import LineParser
 from inferq.config import Settings
 from inferq.db.tables import jobs
-from inferq.errors import InferqError
 from inferq.jobs.schemas import Job
 from inferq.jobs.store import utcnow
 from inferq.liveness import request_stops
@@ -142,7 +141,7 @@ class BatchRunner:
             "batch %s: %d queued jobs have no message; publishing again", batch_id, len(queued)
         )
         for row in queued:
-            enqueue(self.celery, row.id, self._pool(row.model), "low")
+            enqueue(self.celery, row.id, self.registry.pool_of(row.model), "low")
 
     def _queued_messages(self) -> int | None:
         """Messages waiting in the low-priority queues (None if the broker cannot say)."""
@@ -153,12 +152,6 @@ class BatchRunner:
         except Exception as exc:
             log.warning("could not size the queues: %s", exc)
             return None
-
-    def _pool(self, model: str) -> str:
-        try:
-            return self.registry.get(model).pool
-        except InferqError:
-            return "io"
 
     def _load(self, batch_id: str) -> Any:
         with self.engine.connect() as conn:

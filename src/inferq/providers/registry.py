@@ -240,6 +240,12 @@ class ModelRegistry:
             )
         return spec
 
+    def pool_of(self, name: str, default: str = "io") -> str:
+        """The pool whose queues take the model's jobs; `default` for a model no longer
+        in the registry (a job queued before the file changed)."""
+        spec = self._specs.get(name)
+        return spec.pool if spec is not None else default
+
     def names(self) -> list[str]:
         return list(self._specs)
 
