@@ -147,6 +147,19 @@ def test_the_document_names_the_key_and_no_shape_the_api_never_sends(
     assert "WWW-Authenticate" in submit["401"]["headers"]
 
 
+def test_a_404_is_documented_where_a_path_names_what_may_not_exist(
+    document: dict[str, Any],
+) -> None:
+    # Adding documents to a collection creates it: that route never answers 404.
+    creating = ("post", "/v1/collections/{collection}/documents")
+    assert creating[0] in document["paths"][creating[1]]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if "{" in path:
+                expected = (method, path) != creating
+                assert ("404" in operation["responses"]) == expected, (method, path)
+
+
 def test_every_route_the_document_says_takes_a_key_refuses_a_request_without_one(
     service: Service, document: dict[str, Any]
 ) -> None:

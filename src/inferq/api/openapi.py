@@ -4,9 +4,10 @@ FastAPI documents a 422 of its own shape (`HTTPValidationError`) that inferq nev
 every error leaves as `application/problem+json` (RFC 9457), or as OpenAI's error object
 on the OpenAI routes (`problems.openai_error`). The statuses any route of a kind can
 answer are read off its operation here: a key, which every /v1 route takes (401, and 503
-for the stores the key is looked up in), a path parameter (404), parameters or a body
-(422, 400 on the OpenAI routes), a body (400 malformed, 413). What only a handler knows
-(a 409, a 429, a 502) its route declares with `errors(...)`, given the same body here.
+for the stores the key is looked up in), a path parameter (404, unless the route creates
+what it names), parameters or a body (422, 400 on the OpenAI routes), a body (400
+malformed, 413). What only a handler knows (a 409, a 429, a 502) its route declares with
+`errors(...)`, given the same body here.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ KEY_SCHEME = {
     "scheme": "bearer",
     "description": "An inferq API key (`inferq keys create`): `Authorization: Bearer iq_...`",
 }
+# Routes whose path parameter names what they create: no 404 for it.
+CREATING = {("post", "/v1/collections/{collection}/documents")}
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
@@ -119,20 +122,20 @@ def document_errors(document: dict[str, Any]) -> None:
         schemas.update(defs.pop("$defs", {}))
         schemas[model.__name__] = defs
     for path, operations in document.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             if path.startswith("/v1/"):
                 operation["security"] = [{"APIKey": []}]
-            _document(path, operation)
+            _document(path, operation, creates=(method, path) in CREATING)
     if "HTTPValidationError" not in str(document["paths"]):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
 
 
-def _document(path: str, operation: dict[str, Any]) -> None:
+def _document(path: str, operation: dict[str, Any], creates: bool) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     responses.pop("422", None)  # FastAPI's own shape, never sent
     openai = path.startswith(OPENAI_ROUTES)
-    for status in _statuses(operation, openai) | _declared(responses):
+    for status in _statuses(operation, openai, creates) | _declared(responses):
         media, schema = ("application/json", "OpenAIError") if openai else (PROBLEM_JSON, "Problem")
         response: dict[str, Any] = {
             "description": (OPENAI_WHY if openai else WHY)[status],
@@ -143,13 +146,13 @@ def _document(path: str, operation: dict[str, Any]) -> None:
         responses[str(status)] = response
 
 
-def _statuses(operation: dict[str, Any], openai: bool) -> set[int]:
+def _statuses(operation: dict[str, Any], openai: bool, creates: bool) -> set[int]:
     parameters = operation.get("parameters", [])
     body = "requestBody" in operation
     found = set()
     if operation.get("security"):
         found |= {401, 503}
-    if any(p["in"] == "path" for p in parameters):
+    if not creates and any(p["in"] == "path" for p in parameters):
         found.add(404)
     if parameters or body:
         found.add(400 if openai else 422)
