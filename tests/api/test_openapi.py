@@ -158,6 +158,7 @@ def test_a_404_is_documented_where_a_path_names_what_may_not_exist(
             if "{" in path:
                 expected = (method, path) != creating
                 assert ("404" in operation["responses"]) == expected, (method, path)
+    assert "x-inferq-creates" not in str(document)
 
 
 def test_every_route_the_document_says_takes_a_key_refuses_a_request_without_one(

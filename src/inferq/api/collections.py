@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import CurrentCaller, CurrentKey, ServicesDep, require_json
-from inferq.api.openapi import errors
+from inferq.api.openapi import CREATES, errors
 from inferq.api.submission import submit
 from inferq.db.tables import documents
 from inferq.errors import CollectionNotFound, InvalidRequest
@@ -83,6 +83,7 @@ class Deleted(BaseModel):
     status_code=202,
     dependencies=[Depends(require_json)],
     responses=errors(415, 429),
+    openapi_extra=CREATES,
 )
 async def add_documents(
     collection: CollectionName, body: NewDocuments, caller: CurrentCaller, services: ServicesDep

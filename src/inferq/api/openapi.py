@@ -45,8 +45,10 @@ KEY_SCHEME = {
     "scheme": "bearer",
     "description": "An inferq API key (`inferq keys create`): `Authorization: Bearer iq_...`",
 }
-# Routes whose path parameter names what they create: no 404 for it.
-CREATING = {("post", "/v1/collections/{collection}/documents")}
+# `openapi_extra=CREATES` on a route whose path parameter names what it creates: no 404
+# for it (the mark is taken off the document).
+_CREATES_MARK = "x-inferq-creates"
+CREATES = {_CREATES_MARK: True}
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
@@ -122,19 +124,20 @@ def document_errors(document: dict[str, Any]) -> None:
         schemas.update(defs.pop("$defs", {}))
         schemas[model.__name__] = defs
     for path, operations in document.get("paths", {}).items():
-        for method, operation in operations.items():
+        for operation in operations.values():
             if path.startswith("/v1/"):
                 operation["security"] = [{"APIKey": []}]
-            _document(path, operation, creates=(method, path) in CREATING)
+            _document(path, operation)
     if "HTTPValidationError" not in str(document["paths"]):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
 
 
-def _document(path: str, operation: dict[str, Any], creates: bool) -> None:
+def _document(path: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     responses.pop("422", None)  # FastAPI's own shape, never sent
     openai = path.startswith(OPENAI_ROUTES)
+    creates = bool(operation.pop(_CREATES_MARK, False))
     for status in _statuses(operation, openai, creates) | _declared(responses):
         media, schema = ("application/json", "OpenAIError") if openai else (PROBLEM_JSON, "Problem")
         response: dict[str, Any] = {
